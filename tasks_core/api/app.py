@@ -1,0 +1,57 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from tasks_core.api import routes_health, routes_states, routes_tasks
+from tasks_core.api.errors import install_error_handlers
+from tasks_core.api.limits import BodyLimit
+from tasks_core.db import make_engine
+from tasks_core.publisher import CeleryPublisher
+from tasks_core.services.store import Store
+from tasks_core.settings import Settings, get_settings
+
+
+def store_from_settings(settings: Settings) -> Store:
+    """Engine and publisher for the configured PostgreSQL and Redis."""
+    if not settings.database_url or not settings.redis_url:
+        raise RuntimeError("DATABASE_URL and REDIS_URL must be set (or use `tasks-core dev`)")
+    return Store(
+        engine=make_engine(settings.database_url, settings),
+        publisher=CeleryPublisher(settings.redis_url),
+        settings=settings,
+    )
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
+    """The API; with no ``store`` given it connects to the configured servers at start-up."""
+    settings = settings or (store.settings if store else get_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = store is None
+        app.state.store = store or store_from_settings(settings)
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.store.engine.dispose()
+
+    app = FastAPI(
+        title="tasks-core",
+        version="0.1.0",
+        summary="Durable tasks: PostgreSQL as the source of truth, Redis queues, Celery workers.",
+        lifespan=lifespan,
+    )
+    if store is not None:
+        app.state.store = store
+    install_error_handlers(app)
+    app.include_router(routes_tasks.router)
+    app.include_router(routes_states.router)
+    app.include_router(routes_health.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,122 @@
+"""Every error the API answers, as ``{"code", "message"}``; HTTP status chosen here once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tasks_core import errors
+
+log = logging.getLogger(__name__)
+
+STATUS_OF: dict[type[errors.TasksError], int] = {
+    errors.NotFound: 404,
+    errors.InvalidTransition: 409,
+    errors.Conflict: 409,
+    errors.ImmutableField: 422,
+    errors.ValidationFailed: 422,
+    errors.Unauthorized: 401,
+    errors.Unavailable: 503,
+}
+
+
+def error_response(status: int, code: str, message: str, **headers: str) -> JSONResponse:
+    """The one shape of every error body."""
+    return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
+
+
+def describe_validation(details: Sequence[Any]) -> tuple[int, str, str]:
+    """(status, code, message) of a request validation failure, naming the field."""
+    first = details[0] if details else {}
+    kind = first.get("type", "")
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body",)]
+    where = ".".join(loc) if loc else "body"
+    if kind in ("json_invalid", "model_attributes_type") or (kind == "dict_type" and not loc):
+        return (
+            400,
+            "invalid_json",
+            f"the request body is not a JSON object: {first.get('msg', '')}",
+        )
+    if kind == "missing" and not loc:
+        return 400, "invalid_json", "the request needs a JSON body"
+    if kind == "immutable_field":
+        return 422, "immutable_field", str(first.get("msg"))
+    if kind == "extra_forbidden":
+        return (
+            422,
+            "unknown_field",
+            f"unknown field '{where}': it is not part of this request",
+        )
+    if kind == "missing":
+        return 422, "validation_error", f"{where} is required"
+    more = f" (and {len(details) - 1} more problems)" if len(details) > 1 else ""
+    return (
+        422,
+        "validation_error",
+        f"{where}: {first.get('msg', 'invalid value')}{more}",
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every exception to ``{"code", "message"}``; nothing escapes as HTML or a bare 500."""
+
+    @app.exception_handler(errors.TasksError)
+    async def _domain(_: Request, exc: errors.TasksError) -> JSONResponse:
+        status = next((s for cls, s in STATUS_OF.items() if isinstance(exc, cls)), 400)
+        return error_response(status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        status, code, message = describe_validation(exc.errors())
+        return error_response(status, code, message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "payload_too_large",
+        }.get(exc.status_code, "http_error")
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404 and message == "Not Found":
+            message = "no such endpoint; see /openapi.json for the API"
+        return error_response(exc.status_code, code, message)
+
+    @app.exception_handler(DataError)
+    async def _data(_: Request, exc: DataError) -> JSONResponse:
+        # PostgreSQL refused a value Python accepted (a \u0000 in text, NaN in JSON...).
+        reason = str(exc.orig).splitlines()[0] if exc.orig else "value not storable"
+        return error_response(422, "invalid_value", f"a value can not be stored: {reason}")
+
+    @app.exception_handler(OperationalError)
+    async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", exc.orig)
+        return error_response(503, "unavailable", "the database is unavailable; retry shortly")
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool(_: Request, exc: PoolTimeout) -> JSONResponse:
+        return error_response(503, "unavailable", "the database is busy; retry shortly")
+
+    @app.exception_handler(DBAPIError)
+    async def _db_other(_: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:
+            return error_response(503, "unavailable", "the database connection was lost; retry")
+        log.error("database error", exc_info=exc)
+        return error_response(500, "internal", "internal error; it has been logged")
+
+    @app.exception_handler(RecursionError)
+    async def _deep(_: Request, exc: RecursionError) -> JSONResponse:
+        return error_response(400, "invalid_json", "the JSON body is nested too deeply")
+
+    @app.exception_handler(Exception)
+    async def _any(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error", exc_info=exc)
+        return error_response(500, "internal", "internal error; it has been logged")

@@ -1,0 +1,127 @@
+"""``/v1/tasks``: create, read, update, list, cancel, and the event log."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query
+from fastapi.responses import JSONResponse
+
+from tasks_core.api.auth import CallerDep, StoreDep
+from tasks_core.api.schemas import (
+    ErrorResponse,
+    EventPageOut,
+    TaskCreate,
+    TaskOut,
+    TaskPageOut,
+    TaskUpdate,
+    event_out,
+    task_out,
+)
+from tasks_core.errors import ValidationFailed
+from tasks_core.services.cancel import cancel_task
+from tasks_core.services.create import create_task
+from tasks_core.services.read import get_task_tree, list_page, task_events
+from tasks_core.services.update import update_task
+from tasks_core.status import Status
+
+TaskIdPath = Annotated[str, Path(alias="taskId", description="The task's id.")]
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 422, 503)
+}
+
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"], responses=ERRORS)
+
+
+@router.post("", status_code=201, response_model=TaskOut, summary="Create task")
+def create(*, body: TaskCreate, caller: CallerDep, store: StoreDep) -> JSONResponse:
+    """Create a task. A task created with status `created` (the default) is
+    published on its queue and answered as `queued`; any other status makes a
+    record of work done elsewhere, never published."""
+    task = create_task(store, caller, body.to_spec())
+    return JSONResponse(task_out(task), status_code=201)
+
+
+@router.get("/{taskId}", response_model=TaskOut, summary="Get task")
+def get(
+    *,
+    task_id: TaskIdPath,
+    caller: CallerDep,
+    store: StoreDep,
+    depth: Annotated[
+        int, Query(ge=0, description="Levels of children to nest (max DEPTH_MAX).")
+    ] = 1,
+) -> JSONResponse:
+    """A task with `depth` levels of children nested (oldest first)."""
+    if depth > store.settings.depth_max:
+        raise ValidationFailed(f"depth must be at most {store.settings.depth_max}")
+    return JSONResponse(task_out(get_task_tree(store, caller, task_id, depth=depth)))
+
+
+@router.put("/{taskId}", response_model=TaskOut, summary="Update task")
+def update(
+    *,
+    task_id: TaskIdPath,
+    body: Annotated[TaskUpdate, Body()],
+    caller: CallerDep,
+    store: StoreDep,
+) -> JSONResponse:
+    """Change the fields sent; `kind, appId, targetId, stateId, authorId,
+    organizationId` can not change. A status change must be an allowed move
+    (409 `invalid_transition` otherwise)."""
+    task = update_task(store, caller, task_id, body.changes())
+    return JSONResponse(task_out(task))
+
+
+@router.get("", response_model=TaskPageOut, summary="List tasks")
+def list_(
+    *,
+    caller: CallerDep,
+    store: StoreDep,
+    status: Status | None = None,
+    kind: Annotated[str | None, Query(max_length=256)] = None,
+    executor_id: Annotated[str | None, Query(alias="executorId", max_length=256)] = None,
+    parent_id: Annotated[str | None, Query(alias="parentId", max_length=256)] = None,
+    app_id: Annotated[str | None, Query(alias="appId", max_length=256)] = None,
+    target_id: Annotated[str | None, Query(alias="targetId", max_length=256)] = None,
+    limit: Annotated[int | None, Query(ge=1, description="Page size (max LIST_LIMIT_MAX).")] = None,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> JSONResponse:
+    """The caller's tasks, newest first; `nextCursor` fetches the next page."""
+    given = {
+        "status": status.value if status else None,
+        "kind": kind,
+        "executor_id": executor_id,
+        "parent_id": parent_id,
+        "app_id": app_id,
+        "target_id": target_id,
+    }
+    filters = {name: value for name, value in given.items() if value is not None}
+    if limit is not None and limit > store.settings.list_limit_max:
+        raise ValidationFailed(f"limit must be at most {store.settings.list_limit_max}")
+    page_size = limit or store.settings.list_limit_default
+    page = list_page(store, caller, filters=filters, cursor=cursor, limit=page_size)
+    return JSONResponse(
+        {"items": [task_out(t) for t in page.items], "nextCursor": page.next_cursor}
+    )
+
+
+@router.post("/{taskId}/cancel", response_model=TaskOut, summary="Cancel task")
+def cancel(*, task_id: TaskIdPath, caller: CallerDep, store: StoreDep) -> JSONResponse:
+    """Cancel the task and every non-terminal descendant."""
+    return JSONResponse(task_out(cancel_task(store, caller, task_id)))
+
+
+@router.get("/{taskId}/events", response_model=EventPageOut, summary="Task event log")
+def events(
+    *,
+    task_id: TaskIdPath,
+    caller: CallerDep,
+    store: StoreDep,
+    after: Annotated[int, Query(ge=0, description="Only events with a larger id.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+) -> JSONResponse:
+    """Every creation, status change and update of the task, oldest first."""
+    items = task_events(store, caller, task_id, after=after, limit=limit)
+    return JSONResponse({"items": [event_out(e) for e in items]})

@@ -1,0 +1,98 @@
+"""API keys: random secrets shown once, stored only as a SHA-256 digest.
+
+A key is 32 random bytes, so a fast hash is enough (no dictionary to guess
+from); lookups are by digest through a unique index, one round trip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, text
+
+from tasks_core.errors import NotFound
+from tasks_core.ids import new_id
+from tasks_core.records import Caller
+
+KEY_PREFIX = "tk_"
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A newly created key: ``secret`` is shown to the operator once and never stored."""
+
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    secret: str
+
+
+def digest(secret: str) -> bytes:
+    """The stored form of a key."""
+    return hashlib.sha256(secret.encode("utf-8")).digest()
+
+
+def ensure_organization(conn: Connection, name: str) -> uuid.UUID:
+    """The id of the organization called ``name``, created if missing."""
+    row = conn.execute(
+        text(
+            "INSERT INTO organizations (id, name) VALUES (:id, :name) "
+            "ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id"
+        ),
+        {"id": new_id(), "name": name},
+    ).scalar_one()
+    return uuid.UUID(str(row))
+
+
+def create_key(
+    conn: Connection,
+    organization_id: uuid.UUID,
+    *,
+    name: str | None = None,
+    expires_at: datetime | None = None,
+) -> IssuedKey:
+    """Create a key bound to one organization."""
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    key_id = new_id()
+    conn.execute(
+        text(
+            "INSERT INTO api_keys (id, organization_id, name, prefix, key_hash, expires_at) "
+            "VALUES (:id, :org, :name, :prefix, :hash, :expires_at)"
+        ),
+        {
+            "id": key_id,
+            "org": organization_id,
+            "name": name,
+            "prefix": secret[: len(KEY_PREFIX) + 6],
+            "hash": digest(secret),
+            "expires_at": expires_at,
+        },
+    )
+    return IssuedKey(id=key_id, organization_id=organization_id, secret=secret)
+
+
+def revoke_key(conn: Connection, key_id: uuid.UUID) -> None:
+    """Revoke a key at once; raises NotFound for an unknown id."""
+    result = conn.execute(
+        text("UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = :id"),
+        {"id": key_id},
+    )
+    if result.rowcount == 0:
+        raise NotFound(f"no API key with id {key_id}")
+
+
+def authenticate(conn: Connection, secret: str) -> Caller | None:
+    """The caller a presented key stands for, or None if unknown, revoked or expired."""
+    row = conn.execute(
+        text(
+            "SELECT id, organization_id FROM api_keys WHERE key_hash = :hash "
+            "AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())"
+        ),
+        {"hash": digest(secret)},
+    ).first()
+    if row is None:
+        return None
+    return Caller(organization_id=row.organization_id, key_id=row.id)

@@ -1,0 +1,200 @@
+"""The tables, as typed SQLAlchemy 2 models.
+
+Rows are storage shapes only: services turn them into API schemas at the
+edge. The Alembic migrations in ``tasks_core/migrations`` create exactly this
+metadata (a test compares the two).
+
+Index plan: every list filter of ``GET /v1/tasks`` is ``organization_id`` plus
+at most one column, ordered by ``id`` (a UUIDv7, so id order is creation
+order). Each filter therefore has an index ``(organization_id, column, id)``
+and a page is a bounded index range scan at any table size. Columns that are
+mostly NULL get partial indexes to stay small.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Text,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from tasks_core.status import Status
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+_STATUS_LIST = ", ".join(f"'{s.value}'" for s in Status)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Organization(Base):
+    """A tenant: every task, state and key belongs to exactly one."""
+
+    __tablename__ = "organizations"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    created_at: Mapped[datetime] = _now()
+
+
+class ApiKey(Base):
+    """A bearer key; only the SHA-256 of the secret is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    name: Mapped[str | None] = mapped_column(Text)
+    # The secret's first characters, to let operators tell keys apart in listings.
+    prefix: Mapped[str] = mapped_column(Text, nullable=False)
+    key_hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False, unique=True)
+    created_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class State(Base):
+    """A named container of variables, shared by a task (and later its Flow steps)."""
+
+    __tablename__ = "states"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    name: Mapped[str | None] = mapped_column(Text)
+    variables: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    # Bumped by every write; writers compare it to serialise concurrent updates.
+    version: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class Task(Base):
+    """One unit of work: the source of truth for its status and results."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False
+    )
+    author_id: Mapped[str | None] = mapped_column(Text)
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    state_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("states.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False)
+    app_id: Mapped[str | None] = mapped_column(Text)
+    executor_id: Mapped[str | None] = mapped_column(Text)
+    target_id: Mapped[str | None] = mapped_column(Text)
+    title: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    input: Mapped[Any] = mapped_column(JSONB(none_as_null=True), nullable=True)
+    output: Mapped[Any] = mapped_column(JSONB(none_as_null=True), nullable=True)
+    params: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    errors: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'[]'::jsonb")
+    )
+    # Number of the current run; outcomes are fenced by it.
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_STATUS_LIST})", name="status"),
+        CheckConstraint(
+            "ended_at IS NULL OR started_at IS NULL OR ended_at >= started_at",
+            name="times",
+        ),
+        Index("ix_tasks_org_id", "organization_id", "id"),
+        Index("ix_tasks_org_status_id", "organization_id", "status", "id"),
+        Index("ix_tasks_org_kind_id", "organization_id", "kind", "id"),
+        Index(
+            "ix_tasks_org_executor_id",
+            "organization_id",
+            "executor_id",
+            "id",
+            postgresql_where=text("executor_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_tasks_org_app_id",
+            "organization_id",
+            "app_id",
+            "id",
+            postgresql_where=text("app_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_tasks_org_target_id",
+            "organization_id",
+            "target_id",
+            "id",
+            postgresql_where=text("target_id IS NOT NULL"),
+        ),
+        # Children of a task (nesting, cancel of a subtree, the parentId filter).
+        Index(
+            "ix_tasks_parent_id",
+            "parent_id",
+            "id",
+            postgresql_where=text("parent_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_tasks_state_id",
+            "state_id",
+            postgresql_where=text("state_id IS NOT NULL"),
+        ),
+    )
+
+
+class TaskEvent(Base):
+    """One line of a task's append-only log: a creation or a status change, and who did it."""
+
+    __tablename__ = "task_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
+    )
+    at: Mapped[datetime] = _now()
+    type: Mapped[str] = mapped_column(Text, nullable=False)
+    from_status: Mapped[str | None] = mapped_column(Text)
+    to_status: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(Text, nullable=False)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+    __table_args__ = (Index("ix_task_events_task_id_id", "task_id", "id"),)

@@ -1,0 +1,31 @@
+"""Cancelling a task and its whole subtree."""
+
+from __future__ import annotations
+
+from tasks_core.errors import InvalidTransition, NotFound
+from tasks_core.records import Caller, TaskRecord
+from tasks_core.repository import cancel_subtree, lock_task
+from tasks_core.services.read import get_task_tree
+from tasks_core.services.store import Store
+from tasks_core.services.validation import parse_task_id
+from tasks_core.status import Status, is_terminal
+
+
+def cancel_task(store: Store, caller: Caller, task_id: str) -> TaskRecord:
+    """Cancel a task and every non-terminal descendant, in one transaction.
+
+    Cancelling a task that is already `cancelled` changes nothing and answers
+    the task (clients may retry); a `completed` or `failed` task can not be
+    cancelled (409).
+    """
+    tid = parse_task_id(task_id)
+    with store.transaction() as conn:
+        task = lock_task(conn, caller.organization_id, tid)
+        if task is None:
+            raise NotFound(f"task {task_id!r} not found")
+        if is_terminal(task.status) and task.status is not Status.CANCELLED:
+            raise InvalidTransition(
+                f"task {task_id} is already {task.status.value} and can not be cancelled"
+            )
+        cancel_subtree(conn, caller.organization_id, tid, actor=caller.actor)
+    return get_task_tree(store, caller, task_id, depth=1)

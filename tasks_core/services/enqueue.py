@@ -1,0 +1,52 @@
+"""Handing a stored task to the broker: publish after commit, then mark it `queued`."""
+
+from __future__ import annotations
+
+import logging
+
+from tasks_core.publisher import TaskMessage
+from tasks_core.queues import queue_name
+from tasks_core.records import TaskRecord
+from tasks_core.repository import get_task, transition
+from tasks_core.services.store import Store
+from tasks_core.status import Status
+
+log = logging.getLogger(__name__)
+
+PUBLISHER_ACTOR = "system:publisher"
+
+
+def message_for(task: TaskRecord, prefix: str) -> TaskMessage:
+    """The broker message of a task: its id and routing keys only."""
+    return TaskMessage(
+        task_id=str(task.id),
+        queue=queue_name(task.kind, task.executor_id, prefix),
+        kind=task.kind,
+        executor_id=task.executor_id,
+    )
+
+
+def enqueue(store: Store, task: TaskRecord) -> TaskRecord:
+    """Publish a committed `created` task and move it to `queued`.
+
+    If the broker is unreachable the task stays `created` (it is durable
+    already) and the sweeper publishes it later; the caller still gets the
+    task. A worker may claim the task before it is marked `queued`: the claim
+    accepts `created` too, and the guarded move below then changes nothing.
+    """
+    try:
+        store.publisher.publish(message_for(task, store.settings.queue_prefix))
+    except Exception:
+        log.warning("publish of task %s failed; it stays created", task.id, exc_info=True)
+        return task
+    with store.statement() as conn:
+        moved = transition(
+            conn,
+            task.id,
+            Status.QUEUED,
+            actor=PUBLISHER_ACTOR,
+            sources={Status.CREATED},
+        )
+        if moved is not None:
+            return moved
+        return get_task(conn, task.organization_id, task.id) or task
