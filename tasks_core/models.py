@@ -21,6 +21,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -131,6 +132,11 @@ class Task(Base):
     )
     # Number of the current run; outcomes are fenced by it.
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    max_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
+    timeout_seconds: Mapped[float | None] = mapped_column(Float)
+    # A running task's owner renews this; past it, the owner is presumed dead.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    worker: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -178,6 +184,13 @@ class Task(Base):
             "state_id",
             postgresql_where=text("state_id IS NOT NULL"),
         ),
+        # Running tasks by lease, for finding the ones whose worker died.
+        Index(
+            "ix_tasks_running_lease",
+            "lease_expires_at",
+            postgresql_where=text("status = 'running'"),
+        ),
+        CheckConstraint("max_attempts >= 1", name="max_attempts"),
     )
 
 

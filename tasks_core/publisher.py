@@ -32,8 +32,9 @@ class TaskMessage:
 class Publisher(Protocol):
     """The broker, as the services see it."""
 
-    def publish(self, message: TaskMessage) -> None:
-        """Put the message on its queue; raise on failure (the task stays ``created``)."""
+    def publish(self, message: TaskMessage, *, countdown: float | None = None) -> None:
+        """Put the message on its queue (to run after ``countdown`` seconds, if
+        given); raise on failure."""
 
     def ping(self) -> bool:
         """Whether the broker answers."""
@@ -46,7 +47,7 @@ class MemoryPublisher:
     messages: list[TaskMessage] = field(default_factory=list)
     fail: bool = False
 
-    def publish(self, message: TaskMessage) -> None:
+    def publish(self, message: TaskMessage, *, countdown: float | None = None) -> None:
         if self.fail:
             raise ConnectionError("broker unavailable (MemoryPublisher.fail)")
         self.messages.append(message)
@@ -73,10 +74,11 @@ class CeleryPublisher:
     def __init__(self, redis_url: str) -> None:
         self._app = broker_app(redis_url)
 
-    def publish(self, message: TaskMessage) -> None:
+    def publish(self, message: TaskMessage, *, countdown: float | None = None) -> None:
         self._app.send_task(
             RUN_TASK,
             args=[message.task_id],
+            countdown=countdown or None,
             queue=message.queue,
             routing_key=message.queue,
             headers={"kind": message.kind, "executor_id": message.executor_id},

@@ -32,6 +32,8 @@ class TaskRecord:
     params: dict[str, Any]
     errors: list[dict[str, Any]]
     attempt: int
+    max_attempts: int
+    timeout_seconds: float | None
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
@@ -59,6 +61,8 @@ class TaskRecord:
             params=row["params"] or {},
             errors=row["errors"] or [],
             attempt=row["attempt"],
+            max_attempts=row["max_attempts"],
+            timeout_seconds=row["timeout_seconds"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             started_at=row["started_at"],

@@ -63,6 +63,8 @@ class NewTask:
     errors: Sequence[Mapping[str, Any]] | None = None
     started_at: Any = None
     ended_at: Any = None
+    max_attempts: int = 1
+    timeout_seconds: float | None = None
 
 
 _INSERT_TASK = text(
@@ -78,10 +80,10 @@ WITH ok AS (
 ), t AS (
     INSERT INTO tasks (id, organization_id, author_id, parent_id, state_id, kind, status, app_id,
                        executor_id, target_id, title, description, input, output, params, errors,
-                       created_at, updated_at, started_at, ended_at)
+                       max_attempts, timeout_seconds, created_at, updated_at, started_at, ended_at)
     SELECT :id, :organization_id, :author_id, :parent_id, (SELECT id FROM st), :kind, :status,
            :app_id, :executor_id, :target_id, :title, :description, :input, :output, :params,
-           :errors, now(), now(),
+           :errors, :max_attempts, :timeout_seconds, now(), now(),
            coalesce(:started_at, CASE WHEN :status = 'running' THEN now() END),
            coalesce(:ended_at, CASE WHEN :status = ANY(:terminal)
                                     THEN greatest(now(), :started_at) END)
@@ -193,13 +195,15 @@ def transition(
     extra_sets: str = "",
     guard: str = "",
     params: Mapping[str, Any] | None = None,
+    json_params: Sequence[str] = (),
 ) -> TaskRecord | None:
     """Move one task to ``to`` if its status is one of ``sources`` (default: every
     status ``to`` may be entered from), logging the event. Returns the updated
     task, or None when the guard did not match (the caller decides what that means).
 
     ``extra_sets`` (``", col = :x"``) and ``guard`` (``"AND attempt = :attempt"``)
-    are trusted SQL fragments from this package, with their values in ``params``.
+    are trusted SQL fragments from this package, with their values in ``params``
+    (those named in ``json_params`` are stored as JSONB).
     """
     allowed = sorted(s.value for s in (sources if sources is not None else sources_of(to)))
     values: dict[str, Any] = {
@@ -211,7 +215,10 @@ def transition(
         "detail": dict(detail) if detail else None,
         **(params or {}),
     }
-    row = conn.execute(_transition_sql(extra_sets, guard), values).mappings().first()
+    stmt = _transition_sql(extra_sets, guard)
+    if json_params:
+        stmt = stmt.bindparams(*(bindparam(name, type_=_JSON) for name in json_params))
+    row = conn.execute(stmt, values).mappings().first()
     return TaskRecord.from_row(row) if row else None
 
 

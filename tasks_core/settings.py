@@ -52,6 +52,29 @@ class Settings(BaseSettings):
     queue_prefix: str = Field(default="tasks", description="First segment of every queue name.")
     log_level: str = Field(default="INFO", description="Log level of the service processes.")
 
+    # Workers
+    tasks_imports: str = Field(
+        default="", description="Comma-separated modules the worker imports to register handlers."
+    )
+    lease_seconds: float = Field(
+        default=30.0, gt=0, description="A running task's lease; renewed while its worker lives."
+    )
+    heartbeat_seconds: float = Field(
+        default=1.0, gt=0, description="How often a worker renews leases and checks for cancels."
+    )
+    cancel_grace_seconds: float = Field(
+        default=5.0, ge=0, description="Time a handler has to stop after a cancel or timeout."
+    )
+    retry_base_seconds: float = Field(
+        default=1.0, ge=0, description="First retry delay; doubles each attempt, with jitter."
+    )
+    retry_max_seconds: float = Field(default=300.0, ge=0, description="Longest retry delay.")
+    visibility_timeout_seconds: int = Field(
+        default=3600,
+        ge=1,
+        description="Redis redelivers a message not acknowledged in this time.",
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

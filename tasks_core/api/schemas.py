@@ -62,6 +62,12 @@ class TaskCreate(WireModel):
     status: Status = Field(default=Status.CREATED, description="Initial status (default created).")
     target_id: ShortText | None = Field(default=None, description="Target resource or action.")
     title: Text | None = None
+    max_attempts: int = Field(
+        default=1, ge=1, le=100, description="Runs allowed before a failure is final (retries + 1)."
+    )
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, le=604_800, description="A run longer than this fails with `timeout`."
+    )
 
     def to_spec(self) -> TaskSpec:
         """The domain value the create service takes."""
@@ -80,6 +86,8 @@ class TaskCreate(WireModel):
             stateful=self.stateful,
             started_at=self.started_at,
             ended_at=self.ended_at,
+            max_attempts=self.max_attempts,
+            timeout_seconds=self.timeout_seconds,
         )
 
 
@@ -166,6 +174,9 @@ class TaskOut(WireModel):
     target_id: str | None
     title: str | None
     updated_at: datetime
+    attempt: int = Field(description="Number of the current or last run (0: never run).")
+    max_attempts: int
+    timeout_seconds: float | None
 
 
 class TaskPageOut(BaseModel):
@@ -243,6 +254,9 @@ def task_out(task: TaskRecord) -> dict[str, Any]:
         "targetId": task.target_id,
         "title": task.title,
         "updatedAt": _ts(task.updated_at),
+        "attempt": task.attempt,
+        "maxAttempts": task.max_attempts,
+        "timeoutSeconds": task.timeout_seconds,
     }
 
 

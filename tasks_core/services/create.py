@@ -40,6 +40,8 @@ class TaskSpec:
     stateful: bool = False
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    max_attempts: int = 1
+    timeout_seconds: float | None = None
 
 
 def create_task(store: Store, caller: Caller, spec: TaskSpec) -> TaskRecord:
@@ -68,6 +70,10 @@ def _new_task(caller: Caller, spec: TaskSpec) -> NewTask:
         )
     started_at, ended_at = as_utc(spec.started_at), as_utc(spec.ended_at)
     check_times(started_at, ended_at)
+    if spec.max_attempts < 1:
+        raise ValidationFailed(f"maxAttempts must be at least 1, not {spec.max_attempts}")
+    if spec.timeout_seconds is not None and spec.timeout_seconds <= 0:
+        raise ValidationFailed(f"timeoutSeconds must be positive, not {spec.timeout_seconds}")
     parent_id = parse_task_id(spec.parent_id, field="parentId") if spec.parent_id else None
     task_id = new_id()
     return NewTask(
@@ -90,4 +96,6 @@ def _new_task(caller: Caller, spec: TaskSpec) -> NewTask:
         params=spec.params,
         started_at=started_at,
         ended_at=ended_at,
+        max_attempts=spec.max_attempts,
+        timeout_seconds=spec.timeout_seconds,
     )

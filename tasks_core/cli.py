@@ -1,0 +1,139 @@
+"""``tasks-core``: the command line of the service.
+
+tasks-core dev                      everything locally, one command
+tasks-core api                      the HTTP API against DATABASE_URL / REDIS_URL
+tasks-core migrate                  apply the schema migrations
+tasks-core keys create --org NAME   a new API key (printed last)
+tasks-core keys revoke ID
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import uuid
+from collections.abc import Sequence
+
+from tasks_core.settings import get_settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tasks-core`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=get_settings().log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    result: int = args.run(args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tasks-core", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    dev = sub.add_parser("dev", help="start PostgreSQL, Redis and the API locally")
+    dev.add_argument("--data-dir", default="./.tasks", help="where local data is kept")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.set_defaults(run=_run_dev)
+
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    api.set_defaults(run=_run_api)
+
+    migrate = sub.add_parser("migrate", help="apply schema migrations to DATABASE_URL")
+    migrate.set_defaults(run=_run_migrate)
+
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(metavar="ACTION")
+    create = keys.add_parser("create", help="create a key for an organization")
+    create.add_argument("--org", required=True, help="organization name (created if new)")
+    create.add_argument("--name", default=None, help="a label for the key")
+    create.set_defaults(run=_run_keys_create)
+    revoke = keys.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id", help="the key id printed by `keys create`")
+    revoke.set_defaults(run=_run_keys_revoke)
+    return parser
+
+
+def _database_url() -> str:
+    url = get_settings().database_url
+    if not url:
+        sys.exit("DATABASE_URL is not set (e.g. postgresql://user:pass@localhost:5432/tasks)")
+    return url
+
+
+def _run_migrate(_: argparse.Namespace) -> int:
+    from tasks_core.migrate import upgrade
+
+    upgrade(_database_url())
+    print("schema is up to date")
+    return 0
+
+
+def _run_keys_create(args: argparse.Namespace) -> int:
+    from tasks_core.db import make_engine
+    from tasks_core.keys import create_key, ensure_organization
+
+    engine = make_engine(_database_url())
+    with engine.begin() as conn:
+        org_id = ensure_organization(conn, args.org)
+        issued = create_key(conn, org_id, name=args.name)
+    engine.dispose()
+    print(f"organization: {args.org} ({org_id})")
+    print(f"key id: {issued.id}")
+    print("the key is shown only once; store it now:")
+    print(issued.secret)
+    return 0
+
+
+def _run_keys_revoke(args: argparse.Namespace) -> int:
+    from tasks_core.db import make_engine
+    from tasks_core.errors import NotFound
+    from tasks_core.keys import revoke_key
+
+    try:
+        key_id = uuid.UUID(args.id)
+    except ValueError:
+        sys.exit(f"{args.id!r} is not a key id")
+    engine = make_engine(_database_url())
+    try:
+        with engine.begin() as conn:
+            revoke_key(conn, key_id)
+    except NotFound as exc:
+        sys.exit(exc.message)
+    finally:
+        engine.dispose()
+    print(f"revoked key {key_id}")
+    return 0
+
+
+def _run_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    _database_url()
+    uvicorn.run(
+        "tasks_core.api.main:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=get_settings().log_level.lower(),
+    )
+    return 0
+
+
+def _run_dev(args: argparse.Namespace) -> int:
+    from tasks_core.dev import run_dev
+
+    return run_dev(data_dir=args.data_dir, host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

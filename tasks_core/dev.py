@@ -1,0 +1,84 @@
+"""``tasks-core dev``: the whole system on one machine, with one command.
+
+With ``DATABASE_URL`` / ``REDIS_URL`` unset, real PostgreSQL and Redis are
+started from the pip packages that embed them, with data kept under
+``--data-dir``. The schema is migrated, a development organization and key
+are made on first start (the key is printed and written to
+``<data-dir>/api-key``), and the API is served until Ctrl-C, which stops
+everything this command started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import ExitStack
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from tasks_core.db import make_engine
+from tasks_core.keys import authenticate, create_key, ensure_organization
+from tasks_core.migrate import upgrade
+from tasks_core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEV_ORGANIZATION = "dev"
+
+
+def run_dev(*, data_dir: str, host: str, port: int) -> int:
+    """Start what is missing, serve the API, stop it all on Ctrl-C."""
+    from tasks_core.devservers import EmbeddedPostgres, EmbeddedRedis
+
+    root = Path(data_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as started:
+        database_url = os.environ.get("DATABASE_URL", "")
+        if not database_url:
+            postgres = started.enter_context(EmbeddedPostgres(root / "pg"))
+            database_url = postgres.url
+            print(f"PostgreSQL: {database_url} (data in {root / 'pg'})", flush=True)
+        redis_url = os.environ.get("REDIS_URL", "")
+        if not redis_url:
+            redis_server = started.enter_context(EmbeddedRedis(root / "redis"))
+            redis_url = redis_server.url
+            print(f"Redis:      {redis_url}", flush=True)
+        # Child processes started later (workers) read the same servers.
+        os.environ["DATABASE_URL"] = database_url
+        os.environ["REDIS_URL"] = redis_url
+        upgrade(database_url)
+        settings = Settings(database_url=database_url, redis_url=redis_url)
+        key = ensure_dev_key(make_engine(database_url, settings), root / "api-key")
+        print(f"API key (also in {root / 'api-key'}):\n{key}", flush=True)
+        print(f"API:        http://{host}:{port}  (docs at /docs)", flush=True)
+        _serve(settings, host, port)
+    print("stopped", flush=True)
+    return 0
+
+
+def ensure_dev_key(engine: Engine, key_file: Path) -> str:
+    """The development key: the one in ``key_file`` while it is still valid,
+    else a new one for the ``dev`` organization, written there (mode 600)."""
+    try:
+        if key_file.exists():
+            secret = key_file.read_text().strip()
+            with engine.connect() as conn:
+                if secret and authenticate(conn, secret) is not None:
+                    return secret
+        with engine.begin() as conn:
+            org_id = ensure_organization(conn, DEV_ORGANIZATION)
+            issued = create_key(conn, org_id, name="tasks-core dev")
+    finally:
+        engine.dispose()
+    key_file.write_text(issued.secret + "\n")
+    key_file.chmod(0o600)
+    return issued.secret
+
+
+def _serve(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from tasks_core.api.app import create_app
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())

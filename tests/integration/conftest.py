@@ -1,0 +1,66 @@
+"""Fixtures of the API tests: the real app on a fresh database and the real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from tasks_core.api.app import create_app
+from tasks_core.db import make_engine
+from tasks_core.publisher import CeleryPublisher
+from tasks_core.services.store import Store
+from tasks_core.settings import Settings
+from tests.support.api import OrgClient, issue_key
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str) -> Settings:
+    """Default settings pointed at this test's database and the test Redis."""
+    return Settings(database_url=database_url, redis_url=redis_url)
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    engine = make_engine(settings.database_url, settings)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def store(engine: Engine, settings: Settings) -> Iterator[Store]:
+    publisher = CeleryPublisher(settings.redis_url)
+    yield Store(engine=engine, publisher=publisher, settings=settings)
+    publisher.close()
+
+
+@pytest.fixture
+def http(store: Store) -> Iterator[TestClient]:
+    """The real FastAPI app, served in-process, on the test's store."""
+    with TestClient(create_app(store=store), raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture
+def org_client(http: TestClient, engine: Engine) -> Callable[[str], OrgClient]:
+    """Make a client for a named organization (a new key each call)."""
+
+    def make(organization: str) -> OrgClient:
+        secret, key_id, org_id = issue_key(engine, organization)
+        return OrgClient(http=http, key=secret, key_id=key_id, organization_id=org_id)
+
+    return make
+
+
+@pytest.fixture
+def acme(org_client: Callable[[str], OrgClient]) -> OrgClient:
+    """A client of the organization ``acme``."""
+    return org_client("acme")
+
+
+@pytest.fixture
+def globex(org_client: Callable[[str], OrgClient]) -> OrgClient:
+    """A client of another organization, ``globex``."""
+    return org_client("globex")
