@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     api.set_defaults(run=_run_api)
 
+    worker = sub.add_parser("worker", help="run a Celery worker for a set of queues")
+    _add_worker_arguments(worker)
+    worker.set_defaults(run=_run_worker)
+
     migrate = sub.add_parser("migrate", help="apply schema migrations to DATABASE_URL")
     migrate.set_defaults(run=_run_migrate)
 
@@ -61,6 +65,20 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("id", help="the key id printed by `keys create`")
     revoke.set_defaults(run=_run_keys_revoke)
     return parser
+
+
+def _add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    # The CLI is the composition root: it alone may reach up into `worker`.
+    from worker.cli import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    from worker.cli import run_worker
+
+    _database_url()
+    return run_worker(args)
 
 
 def _database_url() -> str:

@@ -10,21 +10,8 @@ from fastapi import FastAPI
 from tasks_core.api import routes_health, routes_states, routes_tasks
 from tasks_core.api.errors import install_error_handlers
 from tasks_core.api.limits import BodyLimit
-from tasks_core.db import make_engine
-from tasks_core.publisher import CeleryPublisher
-from tasks_core.services.store import Store
+from tasks_core.services.store import Store, store_from_settings
 from tasks_core.settings import Settings, get_settings
-
-
-def store_from_settings(settings: Settings) -> Store:
-    """Engine and publisher for the configured PostgreSQL and Redis."""
-    if not settings.database_url or not settings.redis_url:
-        raise RuntimeError("DATABASE_URL and REDIS_URL must be set (or use `tasks-core dev`)")
-    return Store(
-        engine=make_engine(settings.database_url, settings),
-        publisher=CeleryPublisher(settings.redis_url),
-        settings=settings,
-    )
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine
 
-from tasks_core.publisher import Publisher
+from tasks_core.db import make_engine
+from tasks_core.publisher import CeleryPublisher, Publisher
 from tasks_core.settings import Settings
 
 
@@ -32,3 +33,14 @@ class Store:
         """A connection inside one transaction, committed on success."""
         with self.engine.begin() as conn:
             yield conn
+
+
+def store_from_settings(settings: Settings) -> Store:
+    """Engine and publisher for the configured PostgreSQL and Redis."""
+    if not settings.database_url or not settings.redis_url:
+        raise RuntimeError("DATABASE_URL and REDIS_URL must be set (or use `tasks-core dev`)")
+    return Store(
+        engine=make_engine(settings.database_url, settings),
+        publisher=CeleryPublisher(settings.redis_url),
+        settings=settings,
+    )

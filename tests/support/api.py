@@ -48,3 +48,19 @@ def issue_key(engine: Engine, organization: str) -> tuple[str, str, str]:
         org_id = ensure_organization(conn, organization)
         issued = create_key(conn, org_id, name="test")
     return issued.secret, str(issued.id), str(org_id)
+
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def wait_for_status(
+    client: OrgClient, task_id: str, statuses: tuple[str, ...] = TERMINAL, timeout: float = 20.0
+) -> dict[str, Any]:
+    """Poll GET /v1/tasks/{id} until the task has one of ``statuses``; returns it."""
+    from tests.support.wait import wait_until
+
+    def current() -> dict[str, Any] | None:
+        body: dict[str, Any] = client.get(f"/v1/tasks/{task_id}").json()
+        return body if body.get("status") in statuses else None
+
+    return wait_until(current, timeout=timeout, message=f"task {task_id} never reached {statuses}")

@@ -1,0 +1,91 @@
+"""The Celery application of the workers, and why each setting is what it is.
+
+Celery only moves "look at task X" messages; the truth (status, attempts,
+outcome) is in PostgreSQL, so settings are chosen for at-least-once delivery
+and the guarded claim turns that into exactly-once outcomes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from tasks_core.publisher import RUN_TASK
+from tasks_core.queues import queue_name
+from tasks_core.services.store import Store, store_from_settings
+from tasks_core.settings import Settings, get_settings
+from worker import supervisor
+
+log = logging.getLogger(__name__)
+
+
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app for ``settings``; its one task runs tasks by id."""
+    app = Celery("tasks_core_worker", broker=settings.redis_url or "redis://127.0.0.1:6379/0")
+    app.conf.update(
+        # JSON only: a message is an id, and pickle from a broker is remote code execution.
+        task_serializer="json",
+        accept_content=["json"],
+        # Outcomes are written to PostgreSQL by the runner; Celery keeps no results.
+        task_ignore_result=True,
+        # Ack after the run, not on receipt: a worker that dies mid-task leaves
+        # the message to be delivered again (the claim drops it if the task moved on).
+        task_acks_late=True,
+        # A pool child killed mid-task (OOM, kill -9) puts its message back.
+        task_reject_on_worker_lost=True,
+        # With late acks, a prefetched message waits behind a long task while
+        # other workers idle; take one at a time.
+        worker_prefetch_multiplier=1,
+        # Redis redelivers an unacked message after this long: longer than any
+        # sane run, since a live worker's lease (not Redis) says it is alive.
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout_seconds,
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+        },
+        # Keep trying to reach Redis at start-up instead of exiting.
+        broker_connection_retry_on_startup=True,
+        # On a lost broker connection, unacked messages return to the queue;
+        # stop the runs they belong to rather than run them twice.
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_default_queue=queue_name("default", None, settings.queue_prefix),
+        # Application modules that register handlers and actions.
+        imports=[m.strip() for m in settings.tasks_imports.split(",") if m.strip()],
+        worker_hijack_root_logger=False,
+    )
+    app.task(name=RUN_TASK, ignore_result=True)(_run)
+    return app
+
+
+_store: Store | None = None
+_store_pid = 0
+
+
+def process_store() -> Store:
+    """This process's store, made after fork (connections must not be shared)."""
+    global _store, _store_pid
+    if _store is None or _store_pid != os.getpid():
+        _store = store_from_settings(get_settings())
+        _store_pid = os.getpid()
+    return _store
+
+
+def _run(task_id: str) -> None:
+    from worker.runner import run_task
+
+    run_task(process_store(), task_id)
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+def _in_pool_child(**_: Any) -> None:
+    supervisor.IN_POOL_CHILD = True
+
+
+# Handlers built into every worker.
+import worker.builtins  # noqa: E402, F401
+
+app = create_celery(get_settings())

@@ -1,0 +1,53 @@
+"""``tasks-core worker``: start a Celery worker for a set of queues."""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+
+from tasks_core.queues import queue_name
+from tasks_core.settings import get_settings
+from worker.registry import import_modules, registry
+
+
+def queues_for(
+    kinds: list[str], executors: list[str], *, known_kinds: list[str], prefix: str
+) -> list[str]:
+    """The queues of a pool: each executor (or none) times each kind (or every known one)."""
+    chosen_kinds = kinds or known_kinds
+    chosen_executors: list[str | None] = list(executors) or [None]
+    return [queue_name(k, e, prefix) for e in chosen_executors for k in chosen_kinds]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``tasks-core worker``."""
+    parser.add_argument(
+        "--executor", action="append", default=[], help="serve this executor's queues (repeatable)"
+    )
+    parser.add_argument(
+        "--kind", action="append", default=[], help="serve this kind (repeatable; default: all)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="parallel runs (default: cores)"
+    )
+    parser.add_argument("--pool", default="prefork", help="Celery pool: prefork, threads, solo")
+    parser.add_argument("--name", default=None, help="Celery node name (default: unique)")
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Import the application's handlers, then serve the chosen queues until stopped."""
+    from worker.app import app
+
+    settings = get_settings()
+    import_modules(settings.tasks_imports)
+    queues = queues_for(
+        args.kind, args.executor, known_kinds=registry.kinds(), prefix=settings.queue_prefix
+    )
+    argv = ["worker", "-Q", ",".join(queues), "--pool", args.pool]
+    argv += ["--loglevel", settings.log_level.upper()]
+    argv += ["-n", args.name or f"tasks-{uuid.uuid4().hex[:8]}@%h"]
+    if args.concurrency:
+        argv += ["--concurrency", str(args.concurrency)]
+    print(f"serving queues: {', '.join(queues)}", flush=True)
+    app.worker_main(argv)
+    return 0

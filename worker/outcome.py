@@ -1,0 +1,95 @@
+"""Turning what a handler did into an outcome, and deciding on retries.
+
+Pure functions, no I/O: the runner decides once, then persists once.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from tasks_core.services.run import Outcome
+from tasks_core.status import Status
+from worker.errors import INVALID_OUTPUT, TIMEOUT, Cancelled, TaskError, TimedOut
+
+MAX_MESSAGE = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of a run, and whether another attempt may follow."""
+
+    outcome: Outcome
+    retryable: bool
+
+
+def from_result(result: Any) -> Decision:
+    """A handler returned: its value is the output, if it is JSON."""
+    try:
+        json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return _failure(
+            INVALID_OUTPUT,
+            f"the handler returned a value that is not JSON ({type(result).__name__}): {exc}",
+            retryable=False,
+        )
+    return Decision(Outcome(status=Status.COMPLETED, output=result), retryable=False)
+
+
+def from_exception(exc: BaseException) -> Decision:
+    """A handler raised: a failure (or a cancel), with the traceback kept for the log."""
+    if isinstance(exc, Cancelled):
+        return Decision(Outcome(status=Status.CANCELLED), retryable=False)
+    if isinstance(exc, TimedOut):
+        return timed_out()
+    trace = "".join(traceback.format_exception(exc))
+    if isinstance(exc, TaskError):
+        return _failure(exc.code, exc.message, retryable=exc.retryable, trace=trace)
+    message = str(exc) or type(exc).__name__
+    return _failure(_code_of(exc), message, retryable=True, trace=trace)
+
+
+def timed_out(seconds: float | None = None) -> Decision:
+    """The run passed its ``timeoutSeconds``."""
+    limit = f" of {seconds:g} s" if seconds is not None else ""
+    return _failure(TIMEOUT, f"the task ran longer than its timeout{limit}", retryable=True)
+
+
+def failure(code: str, message: str, *, retryable: bool) -> Decision:
+    """A failure decided by the worker itself (unknown kind, missing action...)."""
+    return _failure(code, message, retryable=retryable)
+
+
+def _failure(code: str, message: str, *, retryable: bool, trace: str | None = None) -> Decision:
+    errors = [{"code": code, "message": message[:MAX_MESSAGE]}]
+    detail = {"error": code, "traceback": trace} if trace else {"error": code}
+    return Decision(Outcome(status=Status.FAILED, errors=errors, detail=detail), retryable)
+
+
+def _code_of(exc: BaseException) -> str:
+    """``ValueError`` -> ``value_error``: a stable code from the exception class."""
+    name = type(exc).__name__
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i and not name[i - 1].isupper():
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+def retry_delay(
+    attempt: int, *, base: float, cap: float, rng: random.Random | None = None
+) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**(attempt-1))]."""
+    ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
+    return (rng or random).uniform(0, ceiling)
+
+
+def should_retry(decision: Decision, *, attempt: int, max_attempts: int) -> bool:
+    """Another attempt follows a retryable failure while attempts are left."""
+    return (
+        decision.outcome.status is Status.FAILED and decision.retryable and attempt < max_attempts
+    )

@@ -1,0 +1,98 @@
+"""Running one task: the whole life of a delivery, top to bottom.
+
+claim (guarded) -> handler, watched by a supervisor -> one fenced write of
+the outcome (or a hand-back for a retry). Every way a delivery can go wrong
+(a duplicate, a late message, a cancel, a stale attempt) ends in a guarded
+statement that changes nothing, and is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import uuid
+
+from tasks_core.records import TaskRecord
+from tasks_core.services.run import claim_task, finish_task, retry_task
+from tasks_core.services.store import Store
+from tasks_core.status import Status
+from worker import outcome
+from worker.context import TaskContext
+from worker.errors import UNKNOWN_KIND
+from worker.registry import registry
+from worker.supervisor import Supervisor, hard_stop
+
+log = logging.getLogger(__name__)
+
+
+def worker_name() -> str:
+    """How this process is named in event logs and the task's ``worker`` column."""
+    import os
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_task(store: Store, task_id: str) -> TaskRecord | None:
+    """Run the task a message points at; returns the task as finished (or
+    handed back for a retry), None when nothing was run or the result was fenced off."""
+    try:
+        tid = uuid.UUID(task_id)
+    except (ValueError, TypeError):
+        log.error("dropping a message with an invalid task id %r", task_id)
+        return None
+    name = worker_name()
+    task = claim_task(store, tid, worker=name)
+    if task is None:
+        log.info("task %s is not waiting to run: duplicate or late delivery dropped", task_id)
+        return None
+    ctx = TaskContext(task, store=store, logger=logging.getLogger(f"tasks.{task.kind}"))
+    with Supervisor(store, task, ctx, on_unresponsive=lambda s: _unresponsive(store, task, s)):
+        decision = execute(ctx)
+    if ctx.timed_out:
+        decision = outcome.timed_out(task.timeout_seconds)
+    return record(store, task, decision, worker=name)
+
+
+def execute(ctx: TaskContext) -> outcome.Decision:
+    """Call the handler of the task's kind and turn what it did into a decision."""
+    fn = registry.handlers.get(ctx.task.kind)
+    if fn is None:
+        kinds = ", ".join(registry.kinds())
+        return outcome.failure(
+            UNKNOWN_KIND,
+            f"no handler for kind {ctx.task.kind!r} is registered on this worker (kinds: {kinds})",
+            retryable=False,
+        )
+    try:
+        result = fn(ctx)
+    except Exception as exc:  # noqa: BLE001 - every handler failure becomes the task's errors
+        return outcome.from_exception(exc)
+    return outcome.from_result(result)
+
+
+def record(
+    store: Store, task: TaskRecord, decision: outcome.Decision, *, worker: str
+) -> TaskRecord | None:
+    """Persist a decision once: a retry when allowed, else the terminal outcome."""
+    settings = store.settings
+    if outcome.should_retry(decision, attempt=task.attempt, max_attempts=task.max_attempts):
+        delay = outcome.retry_delay(
+            task.attempt, base=settings.retry_base_seconds, cap=settings.retry_max_seconds
+        )
+        result = retry_task(
+            store, task.id, task.attempt, decision.outcome, delay=delay, worker=worker
+        )
+    else:
+        result = finish_task(store, task.id, task.attempt, decision.outcome, worker=worker)
+    if result is None:
+        log.info("result of task %s attempt %s ignored: run superseded", task.id, task.attempt)
+    elif result.status is not Status.QUEUED:
+        log.info("task %s %s (attempt %s)", task.id, result.status.value, task.attempt)
+    return result
+
+
+def _unresponsive(store: Store, task: TaskRecord, supervisor: Supervisor) -> None:
+    """The handler ignored a stop request for the whole grace period."""
+    if supervisor.timed_out:
+        record(store, task, outcome.timed_out(task.timeout_seconds), worker=worker_name())
+    hard_stop(task.id)
