@@ -26,6 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=get_settings().log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
@@ -41,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--data-dir", default="./.tasks", help="where local data is kept")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument(
+        "--concurrency", type=int, default=2, help="worker processes (0: start no worker)"
+    )
     dev.set_defaults(run=_run_dev)
 
     api = sub.add_parser("api", help="serve the HTTP API")
@@ -150,7 +154,9 @@ def _run_api(args: argparse.Namespace) -> int:
 def _run_dev(args: argparse.Namespace) -> int:
     from tasks_core.dev import run_dev
 
-    return run_dev(data_dir=args.data_dir, host=args.host, port=args.port)
+    return run_dev(
+        data_dir=args.data_dir, host=args.host, port=args.port, concurrency=args.concurrency
+    )
 
 
 if __name__ == "__main__":

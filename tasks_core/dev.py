@@ -4,14 +4,16 @@ With ``DATABASE_URL`` / ``REDIS_URL`` unset, real PostgreSQL and Redis are
 started from the pip packages that embed them, with data kept under
 ``--data-dir``. The schema is migrated, a development organization and key
 are made on first start (the key is printed and written to
-``<data-dir>/api-key``), and the API is served until Ctrl-C, which stops
-everything this command started.
+``<data-dir>/api-key``), a worker for every known kind is started, and the
+API is served until Ctrl-C, which stops everything this command started.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 DEV_ORGANIZATION = "dev"
 
 
-def run_dev(*, data_dir: str, host: str, port: int) -> int:
+def run_dev(*, data_dir: str, host: str, port: int, concurrency: int = 2) -> int:
     """Start what is missing, serve the API, stop it all on Ctrl-C."""
     from tasks_core.devservers import EmbeddedPostgres, EmbeddedRedis
 
@@ -51,6 +53,8 @@ def run_dev(*, data_dir: str, host: str, port: int) -> int:
         settings = Settings(database_url=database_url, redis_url=redis_url)
         key = ensure_dev_key(make_engine(database_url, settings), root / "api-key")
         print(f"API key (also in {root / 'api-key'}):\n{key}", flush=True)
+        if concurrency > 0:
+            started.callback(_stop, _start_worker(concurrency))
         print(f"API:        http://{host}:{port}  (docs at /docs)", flush=True)
         _serve(settings, host, port)
     print("stopped", flush=True)
@@ -74,6 +78,24 @@ def ensure_dev_key(engine: Engine, key_file: Path) -> str:
     key_file.write_text(issued.secret + "\n")
     key_file.chmod(0o600)
     return issued.secret
+
+
+def _start_worker(concurrency: int) -> subprocess.Popen[bytes]:
+    """A worker for every queue of the known kinds, as its own process."""
+    command = [sys.executable, "-m", "tasks_core.cli", "worker", "--concurrency", str(concurrency)]
+    print(f"Worker:     {' '.join(command[2:])}", flush=True)
+    return subprocess.Popen(command, env=dict(os.environ))
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Warm shutdown (running tasks finish), then kill after a grace period."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _serve(settings: Settings, host: str, port: int) -> None:

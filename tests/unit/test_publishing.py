@@ -1,0 +1,80 @@
+"""Routing and publishing, against fakeredis (the real Redis is in tests/integration)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+from unittest import mock
+
+import fakeredis
+import kombu.transport.redis as kombu_redis
+import pytest
+
+from tasks_core.publisher import RUN_TASK, CeleryPublisher, TaskMessage
+from tasks_core.queues import queue_name
+from worker.cli import queues_for
+
+
+@pytest.fixture
+def fake_redis() -> Iterator[fakeredis.FakeRedis]:
+    server = fakeredis.FakeServer()
+
+    def client(self: Any, asynchronous: bool = False) -> fakeredis.FakeRedis:
+        return fakeredis.FakeRedis(server=server)
+
+    with mock.patch.object(kombu_redis.Channel, "_create_client", client):
+        yield fakeredis.FakeRedis(server=server)
+
+
+def _pop(client: fakeredis.FakeRedis, queue: str) -> dict[str, Any]:
+    raw = client.lpop(queue)
+    assert raw is not None, f"nothing on {queue}"
+    envelope: dict[str, Any] = json.loads(raw)
+    envelope["decoded_body"] = json.loads(base64.b64decode(envelope["body"]))
+    return envelope
+
+
+@pytest.mark.parametrize(
+    ("kind", "executor", "queue"),
+    [("default", None, "tasks.default"), ("CallAction", "gpu", "tasks.CallAction@gpu")],
+)
+def test_a_task_is_published_on_the_queue_of_its_kind_and_executor(
+    fake_redis: fakeredis.FakeRedis, kind: str, executor: str | None, queue: str
+) -> None:
+    publisher = CeleryPublisher("redis://127.0.0.1:1/0")
+    message = TaskMessage(
+        task_id="t-1", queue=queue_name(kind, executor), kind=kind, executor_id=executor
+    )
+    publisher.publish(message)
+    envelope = _pop(fake_redis, queue)
+    assert envelope["headers"]["task"] == RUN_TASK
+    args, kwargs, _ = envelope["decoded_body"]
+    assert (args, kwargs) == (["t-1"], {})  # the id only: PostgreSQL holds the rest
+    assert envelope["content-type"] == "application/json"
+    assert fake_redis.llen(queue) == 0
+
+
+def test_a_retry_is_published_with_a_countdown(fake_redis: fakeredis.FakeRedis) -> None:
+    CeleryPublisher("redis://127.0.0.1:1/0").publish(
+        TaskMessage(task_id="t-2", queue="tasks.default", kind="default", executor_id=None),
+        countdown=5,
+    )
+    assert _pop(fake_redis, "tasks.default")["headers"]["eta"]
+
+
+def test_a_pool_serves_its_executors_times_its_kinds() -> None:
+    known = ["CallAction", "default"]
+    assert queues_for([], [], known_kinds=known, prefix="tasks") == [
+        "tasks.CallAction",
+        "tasks.default",
+    ]
+    assert queues_for(["default"], ["gpu", "cpu"], known_kinds=known, prefix="tasks") == [
+        "tasks.default@gpu",
+        "tasks.default@cpu",
+    ]
+    assert queues_for([], ["gpu"], known_kinds=known, prefix="p") == [
+        "p.CallAction@gpu",
+        "p.default@gpu",
+    ]
