@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import redis
 from celery import Celery
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,11 @@ class CeleryPublisher:
 
     def __init__(self, redis_url: str) -> None:
         self._app = broker_app(redis_url)
+        # A plain client for health checks: kombu's connection retries would
+        # make a readiness probe hang for seconds when Redis is down.
+        self._probe = redis.Redis.from_url(
+            redis_url, socket_connect_timeout=1, socket_timeout=1, single_connection_client=False
+        )
 
     def publish(self, message: TaskMessage, *, countdown: float | None = None) -> None:
         self._app.send_task(
@@ -90,12 +96,11 @@ class CeleryPublisher:
 
     def ping(self) -> bool:
         try:
-            with self._app.connection_for_write() as conn:
-                client = conn.default_channel.client
-                return bool(client.ping())
-        except Exception:  # any failure means "not reachable"
+            return bool(self._probe.ping())
+        except redis.RedisError:
             log.debug("broker ping failed", exc_info=True)
             return False
 
     def close(self) -> None:
+        self._probe.close()
         self._app.close()
