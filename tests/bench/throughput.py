@@ -1,0 +1,192 @@
+"""Throughput of tasks-core next to raw Celery, on real servers. Prints figures.
+
+    python -m tests.bench.throughput --tasks 2000 --concurrency 2
+
+Measures, on embedded PostgreSQL (durable settings) and Redis:
+1. create: tasks per second through the service (the same code as the API
+   route, without HTTP), and SQL statements per create;
+2. HTTP create: tasks per second through the in-process ASGI app;
+3. run: tasks per second of `default` tasks through a real `tasks-core
+   worker`, from a full queue to all completed;
+4. raw Celery: the same count of no-op Celery tasks through a bare Celery
+   worker on the same Redis, with the same settings.
+Nothing here asserts a time: it reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import redis
+from sqlalchemy import event, text
+
+from tasks_core.devservers import EmbeddedPostgres, EmbeddedRedis
+from tasks_core.keys import create_key, ensure_organization
+from tasks_core.migrate import upgrade
+from tasks_core.records import Caller
+from tasks_core.services.create import TaskSpec, create_task
+from tasks_core.services.store import Store, store_from_settings
+from tasks_core.settings import Settings
+from tests.support.workers import WorkerProcess
+
+
+@contextmanager
+def servers() -> Iterator[tuple[str, str]]:
+    root = Path(tempfile.mkdtemp(prefix="tasks-bench-"))
+    root.chmod(0o755)
+    pg, rd = EmbeddedPostgres(root / "pg"), EmbeddedRedis(root / "redis")
+    try:
+        pg.start()
+        rd.start()
+        yield pg.url, rd.url
+    finally:
+        rd.stop()
+        pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def count_statements(store: Store) -> list[int]:
+    counter = [0]
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def _count(*_: object) -> None:
+        counter[0] += 1
+
+    return counter
+
+
+def bench_create(store: Store, caller: Caller, n: int) -> None:
+    counter = count_statements(store)
+    started = time.perf_counter()
+    for _ in range(n):
+        create_task(store, caller, TaskSpec(kind="default"))
+    elapsed = time.perf_counter() - started
+    print(
+        f"create (service): tasks={n} seconds={elapsed:.2f} per_second={n / elapsed:.0f} "
+        f"sql_per_create={counter[0] / n:.1f} redis_publishes_per_create=1"
+    )
+
+
+def bench_http_create(store: Store, key: str, n: int) -> None:
+    from fastapi.testclient import TestClient
+
+    from tasks_core.api.app import create_app
+
+    with TestClient(create_app(store=store)) as http:
+        headers = {"Authorization": f"Bearer {key}"}
+        started = time.perf_counter()
+        for _ in range(n):
+            assert (
+                http.post("/v1/tasks", json={"kind": "default"}, headers=headers).status_code == 201
+            )
+        elapsed = time.perf_counter() - started
+    print(
+        f"create (HTTP, in-process): tasks={n} seconds={elapsed:.2f} per_second={n / elapsed:.0f}"
+    )
+
+
+def wait_for(predicate: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark did not finish in time")
+        time.sleep(0.05)
+
+
+def bench_run(store: Store, settings: Settings, n: int, concurrency: int) -> None:
+    with store.statement() as conn:
+        conn.execute(text("DELETE FROM tasks"))
+    caller_org = None
+    with store.transaction() as conn:
+        caller_org = ensure_organization(conn, "bench")
+        key = create_key(conn, caller_org)
+    caller = Caller(organization_id=caller_org, key_id=key.id)
+    for _ in range(n):
+        create_task(store, caller, TaskSpec(kind="default"))
+    env = {
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "LOG_LEVEL": "WARNING",
+    }
+    worker = WorkerProcess(env, ["--concurrency", str(concurrency), "--kind", "default"])
+
+    def completed() -> bool:
+        with store.statement() as conn:
+            done = conn.execute(text("SELECT count(*) FROM tasks WHERE status = 'completed'"))
+            return int(done.scalar_one()) >= n
+
+    worker.env["LOG_LEVEL"] = "INFO"  # the readiness line is logged at INFO
+    worker.start()
+    started = time.perf_counter()
+    try:
+        wait_for(completed, timeout=600)
+    finally:
+        elapsed = time.perf_counter() - started
+        worker.stop()
+    print(
+        f"run (tasks-core worker, concurrency={concurrency}): tasks={n} seconds={elapsed:.2f} "
+        f"per_second={n / elapsed:.0f} sql_per_run=2 (claim, finish)"
+    )
+
+
+def bench_raw_celery(redis_url: str, n: int, concurrency: int) -> None:
+    from tests.bench.raw_celery import app
+
+    app.conf.broker_url = redis_url
+    client = redis.Redis.from_url(redis_url)
+    client.delete("raw:done")
+    with app.producer_or_acquire() as producer:
+        for i in range(n):
+            app.send_task("raw.noop", args=[str(i)], queue="raw", producer=producer)
+    env = {**os.environ, "REDIS_URL": redis_url}
+    log = Path(tempfile.mkstemp(suffix=".log")[1])
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tests.bench.raw_celery", "worker", "-Q", "raw",
+             "-c", str(concurrency), "--loglevel", "INFO"],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    wait_for(lambda: " ready." in log.read_text(), timeout=60)
+    started = time.perf_counter()
+    wait_for(lambda: int(client.get("raw:done") or 0) >= n, timeout=600)
+    elapsed = time.perf_counter() - started
+    proc.terminate()
+    proc.wait(30)
+    print(
+        f"run (raw Celery no-op, concurrency={concurrency}): tasks={n} seconds={elapsed:.2f} "
+        f"per_second={n / elapsed:.0f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=2)
+    args = parser.parse_args()
+    with servers() as (database_url, redis_url):
+        upgrade(database_url)
+        settings = Settings(database_url=database_url, redis_url=redis_url)
+        store = store_from_settings(settings)
+        with store.transaction() as conn:
+            org = ensure_organization(conn, "bench")
+            key = create_key(conn, org)
+        caller = Caller(organization_id=org, key_id=key.id)
+        bench_create(store, caller, args.tasks)
+        bench_http_create(store, key.secret, min(args.tasks, 1000))
+        redis.Redis.from_url(redis_url).flushall()
+        bench_run(store, settings, args.tasks, args.concurrency)
+        bench_raw_celery(redis_url, args.tasks, args.concurrency)
+        store.engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
