@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -28,6 +28,16 @@ STATUS_OF: dict[type[errors.TasksError], int] = {
 }
 
 
+# Database checks that guard rules a request can still break (e.g. through a
+# timestamp the database sets itself), with what the caller should do.
+CONSTRAINT_MESSAGES = {
+    "ck_tasks_times": (
+        "endedAt would be before startedAt (startedAt is set to now when a task enters "
+        "running): send both startedAt and endedAt, or none"
+    ),
+}
+
+
 def error_response(status: int, code: str, message: str, **headers: str) -> JSONResponse:
     """The one shape of every error body."""
     return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
@@ -39,11 +49,13 @@ def describe_validation(details: Sequence[Any]) -> tuple[int, str, str]:
     kind = first.get("type", "")
     loc = [str(p) for p in first.get("loc", ()) if p not in ("body",)]
     where = ".".join(loc) if loc else "body"
-    if kind in ("json_invalid", "model_attributes_type") or (kind == "dict_type" and not loc):
+    if kind == "json_invalid":
+        return 400, "invalid_json", f"the request body is not valid JSON: {first.get('msg', '')}"
+    if kind in ("model_attributes_type", "dict_type") and not loc:
         return (
             400,
             "invalid_json",
-            f"the request body is not a JSON object: {first.get('msg', '')}",
+            "the request body must be a JSON object (send Content-Type: application/json)",
         )
     if kind == "missing" and not loc:
         return 400, "invalid_json", "the request needs a JSON body"
@@ -95,6 +107,15 @@ def install_error_handlers(app: FastAPI) -> None:
         # PostgreSQL refused a value Python accepted (a \u0000 in text, NaN in JSON...).
         reason = str(exc.orig).splitlines()[0] if exc.orig else "value not storable"
         return error_response(422, "invalid_value", f"a value can not be stored: {reason}")
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
+        constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+        message = CONSTRAINT_MESSAGES.get(constraint or "")
+        if message is None:
+            log.error("integrity error", exc_info=exc)
+            return error_response(409, "conflict", "the change conflicts with stored data")
+        return error_response(422, "validation_error", message)
 
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:

@@ -7,13 +7,14 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class BodyTooLarge(Exception):
-    """Raised inside ``receive`` when a streamed body passes the limit."""
-
-
 class BodyLimit:
     """ASGI middleware: 413 ``payload_too_large`` for a body over ``max_bytes``,
-    whether announced by Content-Length or only discovered while streaming."""
+    whether announced by Content-Length or only discovered while streaming.
+
+    The body is read here first (the app reads it whole anyway) and replayed
+    to the app, so a streamed body over the limit is refused before the app
+    sees any of it.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -27,28 +28,33 @@ class BodyLimit:
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await self._refuse(send)
             return
-        seen = 0
-        started = False
+        replay = await self._read_body(receive)
+        if replay is None:
+            await self._refuse(send)
+            return
 
-        async def limited_receive() -> Message:
-            nonlocal seen
+        async def replaying_receive() -> Message:
+            if replay:
+                return replay.pop(0)
+            return await receive()
+
+        await self.app(scope, replaying_receive, send)
+
+    async def _read_body(self, receive: Receive) -> list[Message] | None:
+        """The body as one message to replay, or None when it passes the limit."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await self._refuse(send)
+            if message["type"] != "http.request":
+                return [message]  # the client went away; the app sees the disconnect
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps(

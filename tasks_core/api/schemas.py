@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -58,7 +58,7 @@ class TaskCreate(WireModel):
     )
     parent_id: ShortText | None = Field(default=None, description="Parent task, same organization.")
     started_at: datetime | None = Field(default=None, description="When execution began.")
-    stateful: bool = Field(default=False, description="Create and link a state object.")
+    stateful: StrictBool = Field(default=False, description="Create and link a state object.")
     status: Status = Field(default=Status.CREATED, description="Initial status (default created).")
     target_id: ShortText | None = Field(default=None, description="Target resource or action.")
     title: Text | None = None

@@ -24,7 +24,7 @@ from tasks_core.services.validation import (
     check_times,
     parse_task_id,
 )
-from tasks_core.status import Status, check_move
+from tasks_core.status import Status, check_move, is_terminal
 
 # The fields PUT may change (snake_case); every other Task field is immutable.
 MUTABLE_FIELDS = frozenset(
@@ -57,6 +57,7 @@ def update_task(store: Store, caller: Caller, task_id: str, changes: dict[str, A
             raise NotFound(f"task {task_id!r} not found")
         fields = _checked_fields(conn, caller, task, changes)
         target = changes.get("status")
+        _check_cleared_times(Status(target) if target else task.status, fields)
         if target is not None:
             _check_status(task.status, Status(target))
         if fields:
@@ -75,6 +76,14 @@ def update_task(store: Store, caller: Caller, task_id: str, changes: dict[str, A
             assert moved is not None, "the row is locked; its status can not have changed"
             task = moved
         return task
+
+
+def _check_cleared_times(status: Status, fields: dict[str, Any]) -> None:
+    """A running task keeps its startedAt and a finished one its endedAt."""
+    if "ended_at" in fields and fields["ended_at"] is None and is_terminal(status):
+        raise ValidationFailed(f"endedAt can not be cleared on a {status.value} task")
+    if "started_at" in fields and fields["started_at"] is None and status is Status.RUNNING:
+        raise ValidationFailed("startedAt can not be cleared on a running task")
 
 
 def _check_status(current: Status, target: Status) -> None:
