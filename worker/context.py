@@ -50,8 +50,9 @@ class TaskInfo:
 
 
 class StateHandle:
-    """The task's state object. Writes are compare-and-set on ``version``, so
-    concurrent writers are serialised and none is silently lost."""
+    """The task's state object. Concurrent writers are serialised, never
+    silently lost: ``update`` locks the row for its read-modify-write, and
+    ``write`` is a compare-and-set on ``version``."""
 
     def __init__(self, store: Store, state_id: uuid.UUID) -> None:
         self._store = store
@@ -80,19 +81,25 @@ class StateHandle:
             raise Conflict(f"state {self.id} changed since version {version}")
         return int(row.version)
 
-    def update(
-        self, change: Callable[[dict[str, Any]], dict[str, Any]], *, attempts: int = 20
-    ) -> dict[str, Any]:
-        """Read, apply ``change``, write; again from a fresh read on conflict."""
-        for _ in range(attempts):
-            variables, version = self.read()
-            new = change(dict(variables))
-            try:
-                self.write(new, version=version)
-            except Conflict:
-                continue
-            return new
-        raise Conflict(f"state {self.id} kept changing; gave up after {attempts} tries")
+    def update(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+        """Apply ``change`` to the variables atomically and return the new ones.
+
+        The row is locked while ``change`` runs, so concurrent updaters queue
+        up instead of retrying; keep ``change`` quick (no I/O).
+        """
+        with self._store.transaction() as conn:
+            row = conn.execute(
+                text("SELECT variables FROM states WHERE id = :id FOR UPDATE"), {"id": self.id}
+            ).one()
+            new = change(dict(row.variables))
+            conn.execute(
+                text(
+                    "UPDATE states SET variables = :v, version = version + 1, updated_at = now() "
+                    "WHERE id = :id"
+                ).bindparams(bindparam("v", type_=JSONB)),
+                {"id": self.id, "v": new},
+            )
+        return new
 
 
 class TaskContext:

@@ -86,9 +86,12 @@ def test_dev_starts_everything_runs_the_reference_curl_and_stops_on_ctrl_c(
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(redis_url, socket_connect_timeout=1).ping()
     assert not (dev_dir / "data" / "pg" / "postmaster.pid").exists()
-    assert "worker" not in subprocess.run(
-        ["ps", "-o", "args=", "--sid", str(dev.pid)], capture_output=True, text=True
-    ).stdout
+    assert (
+        "worker"
+        not in subprocess.run(
+            ["ps", "-o", "args=", "--sid", str(dev.pid)], capture_output=True, text=True
+        ).stdout
+    )
 
 
 def _up(base: str) -> bool:

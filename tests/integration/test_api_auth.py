@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from tasks_core.keys import revoke_key
-from tests.support.api import OrgClient
+from tests.support.api import OrgClient, error_of
 
 MISSING_ID = "01a2228e-1802-7167-a110-00dc8b68f75e"
 
@@ -27,16 +27,6 @@ ENDPOINTS: list[tuple[str, str, Any]] = [
     ("POST", "/v1/states", {"name": "s"}),
     ("GET", "/v1/states/{state}", None),
 ]
-
-
-def error_of(response: httpx.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"code", "message"}, body
-    assert body["code"] == code, body
-    assert isinstance(body["message"], str) and body["message"], body
-    message: str = body["message"]
-    return message
 
 
 def send(

@@ -13,19 +13,9 @@ from sqlalchemy import Engine
 from tasks_core.api.app import create_app
 from tasks_core.services.store import Store
 from tasks_core.settings import Settings
-from tests.support.api import OrgClient, issue_key
+from tests.support.api import OrgClient, error_of, issue_key
 
 SMALL_LIMIT = 2048
-
-
-def error_of(response: httpx.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"code", "message"}, body
-    assert body["code"] == code, body
-    assert isinstance(body["message"], str) and body["message"], body
-    message: str = body["message"]
-    return message
 
 
 def assert_error_shape(response: httpx.Response) -> None:

@@ -4,20 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.support.api import OrgClient
-
-
-def error_of(response: httpx.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"code", "message"}, body
-    assert body["code"] == code, body
-    assert isinstance(body["message"], str) and body["message"], body
-    message: str = body["message"]
-    return message
+from tests.support.api import OrgClient, error_of
 
 
 def make_tree(client: OrgClient) -> dict[str, Any]:

@@ -5,25 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.support.api import OrgClient
+from tests.support.api import OrgClient, error_of
 
 
 def ts(value: str | None) -> datetime:
     assert isinstance(value, str), value
     return datetime.fromisoformat(value)
-
-
-def error_of(response: httpx.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"code", "message"}, body
-    assert body["code"] == code, body
-    assert isinstance(body["message"], str) and body["message"], body
-    message: str = body["message"]
-    return message
 
 
 def put(client: OrgClient, task_id: str, changes: dict[str, Any]) -> dict[str, Any]:

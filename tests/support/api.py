@@ -50,6 +50,18 @@ def issue_key(engine: Engine, organization: str) -> tuple[str, str, str]:
     return issued.secret, str(issued.id), str(org_id)
 
 
+def error_of(response: httpx.Response, status: int, code: str) -> str:
+    """Assert an error answer: its status, the exact {code, message} shape, and the
+    code; returns the message."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"code", "message"}, body
+    assert body["code"] == code, body
+    assert isinstance(body["message"], str) and body["message"], body
+    message: str = body["message"]
+    return message
+
+
 TERMINAL = ("completed", "failed", "cancelled")
 
 
