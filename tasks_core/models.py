@@ -32,7 +32,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from tasks_core.status import Status
@@ -137,6 +137,11 @@ class Task(Base):
     # A running task's owner renews this; past it, the owner is presumed dead.
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     worker: Mapped[str | None] = mapped_column(Text)
+    # A Flow's child task: the id of the step it runs (NULL for other tasks,
+    # including children created by hand, which a Flow does not wait for).
+    flow_step_id: Mapped[str | None] = mapped_column(Text)
+    # A running Flow: how many of its steps have not ended yet.
+    open_steps: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -191,6 +196,14 @@ class Task(Base):
             postgresql_where=text("status = 'running'"),
         ),
         CheckConstraint("max_attempts >= 1", name="max_attempts"),
+        # A step runs as at most one child: spawning twice is impossible.
+        Index(
+            "ux_tasks_parent_id_flow_step_id",
+            "parent_id",
+            "flow_step_id",
+            unique=True,
+            postgresql_where=text("flow_step_id IS NOT NULL"),
+        ),
     )
 
 
@@ -211,3 +224,18 @@ class TaskEvent(Base):
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
     __table_args__ = (Index("ix_task_events_task_id_id", "task_id", "id"),)
+
+
+class FlowStep(Base):
+    """One step of a running Flow: its definition and how many of its
+    dependencies have not ended yet (the step is spawned when that reaches 0)."""
+
+    __tablename__ = "flow_steps"
+
+    flow_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    step_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    dependents: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    pending: Mapped[int] = mapped_column(Integer, nullable=False)

@@ -34,6 +34,7 @@ class TaskRecord:
     attempt: int
     max_attempts: int
     timeout_seconds: float | None
+    flow_step_id: str | None
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
@@ -63,6 +64,7 @@ class TaskRecord:
             attempt=row["attempt"],
             max_attempts=row["max_attempts"],
             timeout_seconds=row["timeout_seconds"],
+            flow_step_id=row["flow_step_id"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             started_at=row["started_at"],

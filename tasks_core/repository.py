@@ -268,6 +268,25 @@ def cancel_subtree(
     return int(result.scalar_one())
 
 
+_MARK_QUEUED = text(
+    """
+WITH moved AS (
+    UPDATE tasks SET status = 'queued', updated_at = now()
+    WHERE id = ANY(:ids) AND status = 'created'
+    RETURNING id
+)
+INSERT INTO task_events (task_id, type, from_status, to_status, actor)
+SELECT id, 'status', 'created', 'queued', :actor FROM moved
+"""
+)
+
+
+def mark_queued(conn: Connection, task_ids: Sequence[uuid.UUID], *, actor: str) -> None:
+    """Move published tasks `created` -> `queued` (those a worker has not
+    claimed already), logging each move, in one statement."""
+    conn.execute(_MARK_QUEUED, {"ids": list(task_ids), "actor": actor})
+
+
 def is_ancestor(conn: Connection, ancestor_id: uuid.UUID, task_id: uuid.UUID) -> bool:
     """Whether ``ancestor_id`` is ``task_id`` itself or one of its ancestors."""
     found = conn.execute(

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
         default=1.0, ge=0, description="First retry delay; doubles each attempt, with jitter."
     )
     retry_max_seconds: float = Field(default=300.0, ge=0, description="Longest retry delay.")
+    flow_max_steps: int = Field(default=10_000, ge=1, description="Most steps in one Flow.")
+    flow_max_depth: int = Field(default=16, ge=1, description="Deepest nesting of Flows.")
     visibility_timeout_seconds: int = Field(
         default=3600,
         ge=1,

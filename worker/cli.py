@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import uuid
 
+from tasks_core.flows import FLOW_KIND
 from tasks_core.queues import queue_name
 from tasks_core.settings import get_settings
 from worker.registry import import_modules, registry
@@ -40,9 +41,9 @@ def run_worker(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     import_modules(settings.tasks_imports)
-    queues = queues_for(
-        args.kind, args.executor, known_kinds=registry.kinds(), prefix=settings.queue_prefix
-    )
+    # Flow is built into the runner, beside the registered kinds.
+    known = sorted({*registry.kinds(), FLOW_KIND})
+    queues = queues_for(args.kind, args.executor, known_kinds=known, prefix=settings.queue_prefix)
     argv = ["worker", "-Q", ",".join(queues), "--pool", args.pool]
     argv += ["--loglevel", settings.log_level.upper()]
     argv += ["-n", args.name or f"tasks-{uuid.uuid4().hex[:8]}@%h"]

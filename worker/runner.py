@@ -1,7 +1,8 @@
 """Running one task: the whole life of a delivery, top to bottom.
 
 claim (guarded) -> handler, watched by a supervisor -> one fenced write of
-the outcome (or a hand-back for a retry). Every way a delivery can go wrong
+the outcome (or a hand-back for a retry). A Flow instead spawns its steps
+and waits; its outcome is written by the fan-in of its last step. Every way a delivery can go wrong
 (a duplicate, a late message, a cancel, a stale attempt) ends in a guarded
 statement that changes nothing, and is logged.
 """
@@ -12,6 +13,7 @@ import logging
 import socket
 import uuid
 
+from tasks_core.flows import FLOW_KIND
 from tasks_core.records import TaskRecord
 from tasks_core.services.run import claim_task, finish_task, retry_task
 from tasks_core.services.store import Store
@@ -19,6 +21,7 @@ from tasks_core.status import Status
 from worker import outcome
 from worker.context import TaskContext
 from worker.errors import UNKNOWN_KIND
+from worker.flows import run_flow
 from worker.registry import registry
 from worker.supervisor import Supervisor, hard_stop
 
@@ -45,6 +48,8 @@ def run_task(store: Store, task_id: str) -> TaskRecord | None:
     if task is None:
         log.info("task %s is not waiting to run: duplicate or late delivery dropped", task_id)
         return None
+    if task.kind == FLOW_KIND:
+        return run_flow(store, task, worker=name)
     ctx = TaskContext(task, store=store, logger=logging.getLogger(f"tasks.{task.kind}"))
     with Supervisor(store, task, ctx, on_unresponsive=lambda s: _unresponsive(store, task, s)):
         decision = execute(ctx)
@@ -79,11 +84,9 @@ def record(
         delay = outcome.retry_delay(
             task.attempt, base=settings.retry_base_seconds, cap=settings.retry_max_seconds
         )
-        result = retry_task(
-            store, task.id, task.attempt, decision.outcome, delay=delay, worker=worker
-        )
+        result = retry_task(store, task, decision.outcome, delay=delay, worker=worker)
     else:
-        result = finish_task(store, task.id, task.attempt, decision.outcome, worker=worker)
+        result = finish_task(store, task, decision.outcome, worker=worker)
     if result is None:
         log.info("result of task %s attempt %s ignored: run superseded", task.id, task.attempt)
     elif result.status is not Status.QUEUED:

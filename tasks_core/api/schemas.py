@@ -175,6 +175,7 @@ class TaskOut(WireModel):
     title: str | None
     updated_at: datetime
     attempt: int = Field(description="Number of the current or last run (0: never run).")
+    step_id: str | None = Field(description="For a Flow's child: the id of the step it runs.")
     max_attempts: int
     timeout_seconds: float | None
 
@@ -255,6 +256,7 @@ def task_out(task: TaskRecord) -> dict[str, Any]:
         "title": task.title,
         "updatedAt": _ts(task.updated_at),
         "attempt": task.attempt,
+        "stepId": task.flow_step_id,
         "maxAttempts": task.max_attempts,
         "timeoutSeconds": task.timeout_seconds,
     }

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from tasks_core.errors import InvalidTransition, NotFound
 from tasks_core.records import Caller, TaskRecord
-from tasks_core.repository import cancel_subtree, lock_task
+from tasks_core.repository import cancel_subtree, get_task
+from tasks_core.services.enqueue import enqueue_many
+from tasks_core.services.flow_run import fan_in, lock_for_change
 from tasks_core.services.read import get_task_tree
 from tasks_core.services.store import Store
 from tasks_core.services.validation import parse_task_id
@@ -16,11 +18,13 @@ def cancel_task(store: Store, caller: Caller, task_id: str) -> TaskRecord:
 
     Cancelling a task that is already `cancelled` changes nothing and answers
     the task (clients may retry); a `completed` or `failed` task can not be
-    cancelled (409).
+    cancelled (409). Cancelling one step of a running Flow fails that Flow
+    (unless the step has continueOnError) like any step that does not complete.
     """
     tid = parse_task_id(task_id)
+    spawned: list[TaskRecord] = []
     with store.transaction() as conn:
-        task = lock_task(conn, caller.organization_id, tid)
+        task = lock_for_change(conn, caller.organization_id, tid)
         if task is None:
             raise NotFound(f"task {task_id!r} not found")
         if is_terminal(task.status) and task.status is not Status.CANCELLED:
@@ -28,4 +32,9 @@ def cancel_task(store: Store, caller: Caller, task_id: str) -> TaskRecord:
                 f"task {task_id} is already {task.status.value} and can not be cancelled"
             )
         cancel_subtree(conn, caller.organization_id, tid, actor=caller.actor)
+        if task.flow_step_id is not None and task.status is not Status.CANCELLED:
+            cancelled = get_task(conn, caller.organization_id, tid)
+            assert cancelled is not None
+            spawned = fan_in(conn, cancelled, actor=caller.actor)
+    enqueue_many(store, spawned)
     return get_task_tree(store, caller, task_id, depth=1)

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from tasks_core.errors import NotFound, ValidationFailed
+from tasks_core.flows import FLOW_KIND, Limits, parse_flow
 from tasks_core.ids import new_id
 from tasks_core.records import Caller, TaskRecord
 from tasks_core.repository import NewTask, insert_task
@@ -50,7 +51,10 @@ def create_task(store: Store, caller: Caller, spec: TaskSpec) -> TaskRecord:
     A task created with any other status is a record of work done elsewhere
     (an external executor) and is never published.
     """
-    new = _new_task(caller, spec)
+    limits = Limits(
+        max_steps=store.settings.flow_max_steps, max_depth=store.settings.flow_max_depth
+    )
+    new = _new_task(caller, spec, limits=limits)
     with store.statement() as conn:
         task = insert_task(conn, new)
     if task is None:
@@ -60,7 +64,7 @@ def create_task(store: Store, caller: Caller, spec: TaskSpec) -> TaskRecord:
     return task
 
 
-def _new_task(caller: Caller, spec: TaskSpec) -> NewTask:
+def _new_task(caller: Caller, spec: TaskSpec, *, limits: Limits) -> NewTask:
     check_name("kind", spec.kind)
     check_name("executorId", spec.executor_id)
     if spec.status is Status.QUEUED:
@@ -70,6 +74,8 @@ def _new_task(caller: Caller, spec: TaskSpec) -> NewTask:
         )
     started_at, ended_at = as_utc(spec.started_at), as_utc(spec.ended_at)
     check_times(started_at, ended_at)
+    if spec.kind == FLOW_KIND and spec.status is Status.CREATED:
+        check_flow_definition(spec.params, spec.target_id, limits=limits)
     if spec.max_attempts < 1:
         raise ValidationFailed(f"maxAttempts must be at least 1, not {spec.max_attempts}")
     if spec.timeout_seconds is not None and spec.timeout_seconds <= 0:
@@ -99,3 +105,20 @@ def _new_task(caller: Caller, spec: TaskSpec) -> NewTask:
         max_attempts=spec.max_attempts,
         timeout_seconds=spec.timeout_seconds,
     )
+
+
+def check_flow_definition(params: dict[str, Any], target_id: str | None, *, limits: Limits) -> None:
+    """A Flow that will run has its inline steps validated now, so a bad one is
+    a 4xx at create time, not a failure at run time. A registered flow
+    (``targetId``) is checked by the worker that knows it. A Flow created as a
+    record (any other status) is never run and needs no steps."""
+    if "steps" in params:
+        if target_id:
+            raise ValidationFailed(
+                "a Flow takes params.steps or targetId (a registered flow), not both"
+            )
+        parse_flow(params["steps"], params.get("mode"), limits=limits)
+    elif not target_id:
+        raise ValidationFailed(
+            "a Flow needs params.steps (a list of steps) or targetId naming a registered flow"
+        )

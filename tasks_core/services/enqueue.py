@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 from tasks_core.publisher import TaskMessage
 from tasks_core.queues import queue_name
 from tasks_core.records import TaskRecord
-from tasks_core.repository import get_task, transition
+from tasks_core.repository import get_task, mark_queued, transition
 from tasks_core.services.store import Store
 from tasks_core.status import Status
 
@@ -50,3 +51,20 @@ def enqueue(store: Store, task: TaskRecord) -> TaskRecord:
         if moved is not None:
             return moved
         return get_task(conn, task.organization_id, task.id) or task
+
+
+def enqueue_many(store: Store, tasks: list[TaskRecord]) -> None:
+    """Publish committed `created` tasks (a Flow's new steps) and mark the
+    published ones `queued` in one statement. Tasks whose publish fails stay
+    `created` for the sweeper."""
+    published: list[uuid.UUID] = []
+    for task in tasks:
+        try:
+            store.publisher.publish(message_for(task, store.settings.queue_prefix))
+        except Exception:
+            log.warning("publish of task %s failed; it stays created", task.id, exc_info=True)
+            continue
+        published.append(task.id)
+    if published:
+        with store.statement() as conn:
+            mark_queued(conn, published, actor=PUBLISHER_ACTOR)

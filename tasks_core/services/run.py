@@ -1,6 +1,7 @@
 """The life of one run of a task, as the worker drives it.
 
-``claim_task`` -> (``renew_lease`` ...) -> ``finish_task`` or ``retry_task``.
+``claim_task`` -> (``renew_lease`` ...) -> ``finish_task`` or ``retry_task``
+(or, for a Flow, ``start_flow_run``).
 Each is one guarded statement: the claim accepts only a task that waits to
 run, and every later write is fenced by the attempt number the claim
 returned, so a stale run (a duplicate delivery, a worker presumed dead) can
@@ -13,11 +14,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
+from tasks_core.flows import Step
 from tasks_core.records import TaskRecord
-from tasks_core.repository import append_event, transition
-from tasks_core.services.enqueue import message_for
+from tasks_core.repository import append_event, get_task, transition
+from tasks_core.services.enqueue import enqueue_many, message_for
+from tasks_core.services.flow_run import fan_in, lock_chain, start_flow
 from tasks_core.services.store import Store
 from tasks_core.status import Status
 
@@ -68,63 +71,90 @@ def renew_lease(store: Store, task_id: uuid.UUID, attempt: int) -> bool:
 
 
 def finish_task(
-    store: Store, task_id: uuid.UUID, attempt: int, outcome: Outcome, *, worker: str
+    store: Store, run: TaskRecord, outcome: Outcome, *, worker: str
 ) -> TaskRecord | None:
-    """Record the outcome of a run, only if that run is still the current one.
+    """Record the outcome of ``run`` (the task as its claim returned it), only
+    if that run is still the current one.
 
     None means the write was fenced off (cancelled meanwhile, or a newer
-    attempt exists): the result is dropped, which the event log notes.
+    attempt exists): the result is dropped, which the event log notes. A
+    Flow's step fans in to its Flow in the same transaction; any other task's
+    outcome is a single statement.
     """
+    actor = f"worker:{worker}"
+    if run.flow_step_id is None:
+        with store.statement() as conn:
+            return _record_outcome(conn, run, outcome, actor=actor)
     with store.transaction() as conn:
-        finished = transition(
+        lock_chain(conn, run.id)
+        finished = _record_outcome(conn, run, outcome, actor=actor)
+        spawned = fan_in(conn, finished, actor=actor) if finished else []
+    enqueue_many(store, spawned)
+    return finished
+
+
+def _record_outcome(
+    conn: Connection, run: TaskRecord, outcome: Outcome, *, actor: str
+) -> TaskRecord | None:
+    finished = transition(
+        conn,
+        run.id,
+        outcome.status,
+        actor=actor,
+        sources={Status.RUNNING},
+        guard="AND attempt = :attempt",
+        extra_sets=", output = :output, errors = :errors, lease_expires_at = NULL",
+        params={"attempt": run.attempt, "output": outcome.output, "errors": outcome.errors},
+        json_params=("output", "errors"),
+        detail={"attempt": run.attempt, **(outcome.detail or {})},
+    )
+    if finished is None:
+        append_event(
             conn,
-            task_id,
-            outcome.status,
-            actor=f"worker:{worker}",
-            sources={Status.RUNNING},
-            guard="AND attempt = :attempt",
-            extra_sets=", output = :output, errors = :errors, lease_expires_at = NULL",
-            params={"attempt": attempt, "output": outcome.output, "errors": outcome.errors},
-            json_params=("output", "errors"),
-            detail={"attempt": attempt, **(outcome.detail or {})},
+            run.id,
+            "result_ignored",
+            actor=actor,
+            detail={"attempt": run.attempt, "status": outcome.status.value},
         )
-        if finished is None:
-            append_event(
-                conn,
-                task_id,
-                "result_ignored",
-                actor=f"worker:{worker}",
-                detail={"attempt": attempt, "status": outcome.status.value},
-            )
-        return finished
+    return finished
 
 
 def retry_task(
-    store: Store,
-    task_id: uuid.UUID,
-    attempt: int,
-    outcome: Outcome,
-    *,
-    delay: float,
-    worker: str,
+    store: Store, run: TaskRecord, outcome: Outcome, *, delay: float, worker: str
 ) -> TaskRecord | None:
     """Hand a failed run back to its queue for another attempt after ``delay``
     seconds (fenced like :func:`finish_task`), then publish it again."""
     with store.statement() as conn:
         queued = transition(
             conn,
-            task_id,
+            run.id,
             Status.QUEUED,
             actor=f"worker:{worker}",
             sources={Status.RUNNING},
             guard="AND attempt = :attempt",
             extra_sets=", errors = :errors, lease_expires_at = NULL",
-            params={"attempt": attempt, "errors": outcome.errors},
+            params={"attempt": run.attempt, "errors": outcome.errors},
             json_params=("errors",),
-            detail={"retry": True, "attempt": attempt, "delay": round(delay, 3)}
+            detail={"retry": True, "attempt": run.attempt, "delay": round(delay, 3)}
             | (outcome.detail or {}),
         )
     if queued is not None:
         # A failed publish leaves the task `queued`; the sweeper re-publishes it.
         store.publisher.publish(message_for(queued, store.settings.queue_prefix), countdown=delay)
     return queued
+
+
+def start_flow_run(
+    store: Store, flow: TaskRecord, steps: list[Step], *, worker: str
+) -> TaskRecord | None:
+    """Start a claimed Flow: its steps stored, the ready ones spawned and
+    published. Returns the Flow as it is then (`waiting`, or ended when it
+    has no steps), or None when the run was fenced off."""
+    with store.transaction() as conn:
+        lock_chain(conn, flow.id)
+        spawned = start_flow(conn, flow, steps, actor=f"worker:{worker}")
+        current = get_task(conn, flow.organization_id, flow.id)
+    if spawned is None:
+        return None
+    enqueue_many(store, spawned)
+    return current

@@ -13,10 +13,11 @@ from tasks_core.repository import (
     append_event,
     get_task,
     is_ancestor,
-    lock_task,
     transition,
     update_fields,
 )
+from tasks_core.services.enqueue import enqueue_many
+from tasks_core.services.flow_run import fan_in, lock_for_change
 from tasks_core.services.store import Store
 from tasks_core.services.validation import (
     as_utc,
@@ -51,8 +52,9 @@ def update_task(store: Store, caller: Caller, task_id: str, changes: dict[str, A
     if unknown:
         raise ValidationFailed(f"fields {sorted(unknown)} can not be updated")
     tid = parse_task_id(task_id)
+    spawned: list[TaskRecord] = []
     with store.transaction() as conn:
-        task = lock_task(conn, caller.organization_id, tid)
+        task = lock_for_change(conn, caller.organization_id, tid)
         if task is None:
             raise NotFound(f"task {task_id!r} not found")
         fields = _checked_fields(conn, caller, task, changes)
@@ -75,7 +77,10 @@ def update_task(store: Store, caller: Caller, task_id: str, changes: dict[str, A
             )
             assert moved is not None, "the row is locked; its status can not have changed"
             task = moved
-        return task
+            if task.flow_step_id is not None and is_terminal(task.status):
+                spawned = fan_in(conn, task, actor=caller.actor)
+    enqueue_many(store, spawned)
+    return task
 
 
 def _check_cleared_times(status: Status, fields: dict[str, Any]) -> None:

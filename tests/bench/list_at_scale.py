@@ -48,7 +48,8 @@ ANALYZE tasks;
 
 ORG = "'00000000-0000-7000-8000-000000000003'"
 # Row 51, the parent of every 100th child (about 200 of them in ORG).
-PARENT = f"{1700000000000 + 51:012x}"[:8] + "-" + f"{1700000000000 + 51:012x}"[8:] + "-7000-8000-" + f"{51:012x}"
+_MS = f"{1700000000000 + 51:012x}"
+PARENT = f"{_MS[:8]}-{_MS[8:]}-7000-8000-{51:012x}"
 FILTERS = {
     "none": "",
     "status": "AND status = 'failed'",

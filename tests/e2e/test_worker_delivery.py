@@ -103,14 +103,14 @@ def test_a_stale_attempt_can_not_overwrite_the_current_one(
     first = claim_task(e2e_store, tid, worker="host-a:1")
     assert first is not None and (first.status, first.attempt) == (Status.RUNNING, 1)
     failure = Outcome(Status.FAILED, errors=[{"code": "flaky", "message": "attempt 1 fails"}])
-    back = retry_task(e2e_store, tid, 1, failure, delay=0, worker="host-a:1")
+    back = retry_task(e2e_store, first, failure, delay=0, worker="host-a:1")
     assert back is not None and back.status is Status.QUEUED
     second = claim_task(e2e_store, tid, worker="host-b:2")
     assert second is not None and (second.status, second.attempt) == (Status.RUNNING, 2)
 
     # Attempt 1 comes back late with a result: fenced off, nothing changes.
     late = Outcome(Status.COMPLETED, output={"from": "attempt 1"})
-    assert finish_task(e2e_store, tid, 1, late, worker="host-a:1") is None
+    assert finish_task(e2e_store, first, late, worker="host-a:1") is None
     assert renew_lease(e2e_store, tid, 1) is False
     task = task_of(client, str(tid))
     assert (task["status"], task["attempt"], task["output"]) == ("running", 2, None)
@@ -123,7 +123,7 @@ def test_a_stale_attempt_can_not_overwrite_the_current_one(
     # The current attempt still finishes normally.
     assert renew_lease(e2e_store, tid, 2) is True
     done = finish_task(
-        e2e_store, tid, 2, Outcome(Status.COMPLETED, output={"from": "attempt 2"}), worker="b"
+        e2e_store, second, Outcome(Status.COMPLETED, output={"from": "attempt 2"}), worker="b"
     )
     assert done is not None and done.status is Status.COMPLETED
     task = task_of(client, str(tid))
@@ -145,7 +145,7 @@ def test_a_result_arriving_after_a_cancel_is_ignored(client: OrgClient, e2e_stor
 
     assert renew_lease(e2e_store, tid, 1) is False
     result = Outcome(Status.COMPLETED, output={"too": "late"})
-    assert finish_task(e2e_store, tid, 1, result, worker="host-c:3") is None
+    assert finish_task(e2e_store, claimed, result, worker="host-c:3") is None
     task = task_of(client, str(tid))
     assert (task["status"], task["output"], task["errors"]) == ("cancelled", None, [])
     log = events(client, str(tid))

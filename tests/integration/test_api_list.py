@@ -53,7 +53,9 @@ def test_list_empty_organization(acme: OrgClient) -> None:
 def test_list_filter_narrows(
     acme: OrgClient, param: str, field: str, match: str, other: str
 ) -> None:
-    wanted = [acme.create(**{field: match})["id"] for _ in range(2)]
+    # A Flow that will run needs its steps (an empty list is a valid Flow).
+    extra = {"params": {"steps": []}} if match == "Flow" else {}
+    wanted = [acme.create(**{field: match}, **extra)["id"] for _ in range(2)]
     acme.create(**{field: other})
     acme.create()
     assert ids(acme, **{param: match}) == list(reversed(wanted))
@@ -90,7 +92,7 @@ def test_list_filter_parent_id_narrows_to_direct_children(acme: OrgClient) -> No
 
 def test_list_filters_combine(acme: OrgClient) -> None:
     hit = acme.create(kind="Flow", appId="a", status="completed")["id"]
-    acme.create(kind="Flow", appId="a")
+    acme.create(kind="Flow", appId="a", params={"steps": []})
     acme.create(kind="Flow", appId="b", status="completed")
     acme.create(kind="default", appId="a", status="completed")
     assert ids(acme, kind="Flow", appId="a", status="completed") == [hit]
@@ -178,8 +180,14 @@ def test_list_garbage_cursor_is_422_invalid_cursor(acme: OrgClient, cursor: str)
 
 
 def test_list_never_shows_another_orgs_tasks(acme: OrgClient, globex: OrgClient) -> None:
-    ours = [acme.create(kind="Flow", appId="shared", executorId="gpu")["id"] for _ in range(2)]
-    theirs = [globex.create(kind="Flow", appId="shared", executorId="gpu")["id"] for _ in range(3)]
+    ours = [
+        acme.create(kind="Flow", appId="shared", executorId="gpu", targetId="f")["id"]
+        for _ in range(2)
+    ]
+    theirs = [
+        globex.create(kind="Flow", appId="shared", executorId="gpu", targetId="f")["id"]
+        for _ in range(3)
+    ]
     globex_parent = theirs[0]
     globex.create(parentId=globex_parent)
     assert ids(acme) == list(reversed(ours))

@@ -72,7 +72,8 @@ def wait_for_status(
     from tests.support.wait import wait_until
 
     def current() -> dict[str, Any] | None:
-        body: dict[str, Any] = client.get(f"/v1/tasks/{task_id}").json()
+        # depth=0: a large Flow's children would make every poll heavy.
+        body: dict[str, Any] = client.get(f"/v1/tasks/{task_id}", params={"depth": 0}).json()
         return body if body.get("status") in statuses else None
 
     return wait_until(current, timeout=timeout, message=f"task {task_id} never reached {statuses}")

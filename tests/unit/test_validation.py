@@ -6,12 +6,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tasks_core.errors import NotFound, ValidationFailed
+from tasks_core.flows import Limits
 from tasks_core.queues import queue_name
 from tasks_core.records import Caller
 from tasks_core.services.create import TaskSpec, _new_task
 from tasks_core.services.validation import check_name, check_times, parse_task_id
 from tasks_core.status import Status
 
+LIMITS = Limits()
 CALLER = Caller(organization_id=uuid.uuid4(), key_id=uuid.uuid4())
 
 
@@ -45,18 +47,20 @@ def test_an_id_that_is_not_a_uuid_names_no_task() -> None:
 
 def test_queued_is_not_an_initial_status() -> None:
     with pytest.raises(ValidationFailed, match="queued"):
-        _new_task(CALLER, TaskSpec(kind="default", status=Status.QUEUED))
+        _new_task(CALLER, TaskSpec(kind="default", status=Status.QUEUED), limits=LIMITS)
 
 
 def test_new_task_takes_organization_and_author_from_the_caller() -> None:
-    new = _new_task(CALLER, TaskSpec(kind="default", stateful=True))
+    new = _new_task(CALLER, TaskSpec(kind="default", stateful=True), limits=LIMITS)
     assert new.organization_id == CALLER.organization_id
     assert new.author_id == str(CALLER.key_id)
     assert new.state_id is not None and new.state_id != new.id
 
 
 def test_naive_timestamps_are_read_as_utc() -> None:
-    new = _new_task(CALLER, TaskSpec(kind="default", started_at=datetime(2026, 1, 1, 12)))
+    new = _new_task(
+        CALLER, TaskSpec(kind="default", started_at=datetime(2026, 1, 1, 12)), limits=LIMITS
+    )
     assert new.started_at == datetime(2026, 1, 1, 12, tzinfo=UTC)
 
 

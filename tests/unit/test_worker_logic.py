@@ -89,8 +89,8 @@ def _task() -> TaskRecord:
         id=uuid.uuid4(), organization_id=uuid.uuid4(), author_id=None, parent_id=None,
         state_id=None, kind="k", status=Status.RUNNING, app_id=None, executor_id=None,
         target_id=None, title=None, description=None, input=None, output=None, params={},
-        errors=[], attempt=1, max_attempts=1, timeout_seconds=None, created_at=now,
-        updated_at=now, started_at=now, ended_at=None,
+        errors=[], attempt=1, max_attempts=1, timeout_seconds=None, flow_step_id=None,
+        created_at=now, updated_at=now, started_at=now, ended_at=None,
     )  # fmt: skip
 
 

@@ -1,0 +1,121 @@
+"""The built-in ``Flow`` kind: a run of a flow, its steps as child tasks.
+
+Starting a Flow stores its steps and spawns the first ones; it then waits
+(`waiting`) and ends when its steps do, through the fan-in that runs with
+each step's outcome (``tasks_core.services.flow_run``). A Flow's steps come
+from ``params.steps`` (with ``params.mode``) or from a flow registered in
+code under the Flow's ``targetId``::
+
+    from worker.flows import flow
+
+    @flow("onboarding")
+    def onboarding(ctx):
+        return [{"id": "account", "kind": "CallAction", "targetId": "users/create",
+                 "input": {"$ref": "input.user"}},
+                {"id": "welcome", "kind": "CallAction", "targetId": "mail/send",
+                 "after": ["account"], "input": {"$ref": "steps.account.output"}}]
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import text
+
+from tasks_core.errors import ValidationFailed
+from tasks_core.flows import Limits, Step, parse_flow
+from tasks_core.records import TaskRecord
+from tasks_core.services.run import Outcome, finish_task, start_flow_run
+from tasks_core.services.store import Store
+from tasks_core.status import Status
+from worker.context import TaskContext
+
+log = logging.getLogger(__name__)
+
+FlowBuilder = Callable[[TaskContext], Any]
+F = TypeVar("F", bound=FlowBuilder)
+
+FLOW_NOT_FOUND = "flow_not_found"
+INVALID_FLOW = "invalid_flow"
+
+flows: dict[str, FlowBuilder] = {}
+
+
+def flow(name: str) -> Callable[[F], F]:
+    """Decorator: ``fn(ctx)`` returns the steps of the flow ``name`` (a list, or
+    ``{"mode": ..., "steps": [...]}``); a Flow task with ``targetId`` = name runs them."""
+
+    def decorate(fn: F) -> F:
+        if name in flows and flows[name] is not fn:
+            raise ValueError(f"flow {name!r} is already registered")
+        flows[name] = fn
+        return fn
+
+    return decorate
+
+
+def run_flow(store: Store, task: TaskRecord, *, worker: str) -> TaskRecord | None:
+    """Start a claimed Flow, or fail it when its definition is unusable."""
+    try:
+        steps = definition(store, task)
+    except ValidationFailed as exc:
+        failure = Outcome(status=Status.FAILED, errors=[{"code": exc.code, "message": exc.message}])
+        return finish_task(store, task, failure, worker=worker)
+    started = start_flow_run(store, task, steps, worker=worker)
+    if started is not None:
+        log.info("flow %s started with %d steps", task.id, len(steps))
+    return started
+
+
+def definition(store: Store, task: TaskRecord) -> list[Step]:
+    """The Flow's steps, validated; ValidationFailed (with a code) when unusable."""
+    limits = Limits(
+        max_steps=store.settings.flow_max_steps, max_depth=store.settings.flow_max_depth
+    )
+    depth = 1 + _flow_ancestors(store, task)
+    if "steps" in task.params:
+        raw, mode = task.params["steps"], task.params.get("mode")
+    elif task.target_id in flows:
+        raw, mode = _built(task, store)
+    else:
+        raise ValidationFailed(
+            f"no flow {task.target_id!r} is registered on this worker and the Flow has "
+            "no params.steps",
+            code=FLOW_NOT_FOUND,
+        )
+    try:
+        return parse_flow(raw, mode, limits=limits, depth=depth)
+    except ValidationFailed as exc:
+        raise ValidationFailed(exc.message, code=INVALID_FLOW) from None
+
+
+def _built(task: TaskRecord, store: Store) -> tuple[Any, Any]:
+    assert task.target_id is not None
+    ctx = TaskContext(task, store=store, logger=logging.getLogger(f"flows.{task.target_id}"))
+    built = flows[task.target_id](ctx)
+    if isinstance(built, dict):
+        return built.get("steps"), built.get("mode")
+    return built, task.params.get("mode")
+
+
+def _flow_ancestors(store: Store, task: TaskRecord) -> int:
+    """How many Flows this one is nested in."""
+    if task.parent_id is None:
+        return 0
+    with store.statement() as conn:
+        count = conn.execute(
+            text(
+                """
+WITH RECURSIVE up AS (
+    SELECT parent_id, kind FROM tasks WHERE id = :parent
+    UNION ALL
+    SELECT t.parent_id, t.kind FROM tasks t JOIN up ON t.id = up.parent_id
+)
+SELECT count(*) FROM up WHERE kind = 'Flow'
+"""
+            ),
+            {"parent": task.parent_id},
+        ).scalar_one()
+    return int(count)
