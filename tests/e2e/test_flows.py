@@ -175,3 +175,45 @@ def wait_for_status_of_children(
         return kids if ok else None
 
     return wait_until(ready, timeout=20, message=f"children never reached {wanted}")
+
+
+def test_a_registered_flow_runs_by_target_id(client: OrgClient, worker: WorkerProcess) -> None:
+    created = client.create(kind="Flow", targetId="test/two-steps", input={"n": 1})
+    flow = wait_for_status(client, created["id"], timeout=30)
+    assert flow["status"] == "completed", flow
+    assert flow["output"] == {"first": {"n": 1}, "second": {"got": {"n": 1}}}
+
+
+def test_an_unregistered_flow_fails_with_flow_not_found(
+    client: OrgClient, worker: WorkerProcess
+) -> None:
+    created = client.create(kind="Flow", targetId="test/nothing")
+    flow = wait_for_status(client, created["id"])
+    assert flow["status"] == "failed" and flow["errors"][0]["code"] == "flow_not_found"
+
+
+def test_steps_of_a_stateful_flow_share_its_state(client: OrgClient, worker: WorkerProcess) -> None:
+    steps = [{"id": "a", "kind": "test.StateReader"}, {"id": "b", "kind": "test.StateReader"}]
+    flow = run_flow(client, steps, stateful=True)
+    assert flow["status"] == "completed", flow
+    assert flow["output"] == {"a": {"state": flow["stateId"]}, "b": {"state": flow["stateId"]}}
+
+
+def test_cancelling_one_step_fails_its_flow(client: OrgClient, worker: WorkerProcess) -> None:
+    created = client.create(kind="Flow", params={"steps": [sleep("slow", 30), sleep("other", 30)]})
+    kids = wait_for_status_of_children(client, created, {"slow": ("running",)})
+    assert client.post(f"/v1/tasks/{kids['slow']['id']}/cancel").status_code == 200
+    flow = wait_for_status(client, created["id"])
+    assert flow["status"] == "failed" and "slow" in flow["errors"][0]["message"]
+    kids = wait_for_status_of_children(client, created, {"other": ("cancelled",)})
+
+
+def test_a_step_completed_by_put_fans_in(client: OrgClient, worker: WorkerProcess) -> None:
+    created = client.create(kind="Flow", params={"steps": [sleep("external", 30)]})
+    kids = wait_for_status_of_children(client, created, {"external": ("running",)})
+    response = client.put(
+        f"/v1/tasks/{kids['external']['id']}", json={"status": "completed", "output": "by hand"}
+    )
+    assert response.status_code == 200, response.text
+    flow = wait_for_status(client, created["id"])
+    assert (flow["status"], flow["output"]) == ("completed", {"external": "by hand"})

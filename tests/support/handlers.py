@@ -11,6 +11,7 @@ import redis
 
 from worker.context import TaskContext
 from worker.errors import TaskError
+from worker.flows import flow
 from worker.registry import action, handler
 
 
@@ -68,3 +69,22 @@ def state_counter(ctx: TaskContext) -> Any:
         ctx.state.update(lambda v: {**v, "n": int(v.get("n", 0)) + 1})
     variables, version = ctx.state.read()
     return {"n": variables["n"], "version": version}
+
+
+@flow("test/two-steps")
+def two_steps(ctx: TaskContext) -> Any:
+    """A registered flow: its steps built from the Flow's input."""
+    return {
+        "mode": "sequential",
+        "steps": [
+            {"id": "first", "kind": "CallAction", "targetId": "builtin/echo", "input": ctx.input},
+            {"id": "second", "kind": "CallAction", "targetId": "builtin/echo",
+             "input": {"got": {"$ref": "steps.first.output"}}},
+        ],
+    }  # fmt: skip
+
+
+@handler("test.StateReader")
+def state_reader(ctx: TaskContext) -> Any:
+    """Returns the id of the state object it sees (Flow steps share the Flow's)."""
+    return {"state": str(ctx.state.id) if ctx.state else None}
