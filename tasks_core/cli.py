@@ -2,8 +2,10 @@
 
 tasks-core dev                      everything locally, one command
 tasks-core api                      the HTTP API against DATABASE_URL / REDIS_URL
+tasks-core worker [--executor ID] [--kind KIND] [--concurrency N]
+tasks-core sweeper                  recover lost publishes, dead workers, queue timeouts
 tasks-core migrate                  apply the schema migrations
-tasks-core keys create --org NAME   a new API key (printed last)
+tasks-core keys create --org NAME [--expires-in-days N]   a new API key (printed last)
 tasks-core keys revoke ID
 """
 
@@ -57,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_worker_arguments(worker)
     worker.set_defaults(run=_run_worker)
 
+    sweeper = sub.add_parser("sweeper", help="run the recovery loop (several may run)")
+    sweeper.set_defaults(run=_run_sweeper)
+
     migrate = sub.add_parser("migrate", help="apply schema migrations to DATABASE_URL")
     migrate.set_defaults(run=_run_migrate)
 
@@ -64,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     create = keys.add_parser("create", help="create a key for an organization")
     create.add_argument("--org", required=True, help="organization name (created if new)")
     create.add_argument("--name", default=None, help="a label for the key")
+    create.add_argument(
+        "--expires-in-days",
+        type=_days,
+        default=None,
+        metavar="N",
+        help="the key stops working N days from now (default: never)",
+    )
     create.set_defaults(run=_run_keys_create)
     revoke = keys.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id", help="the key id printed by `keys create`")
@@ -85,6 +97,23 @@ def _run_worker(args: argparse.Namespace) -> int:
     return run_worker(args)
 
 
+def _run_sweeper(_: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from tasks_core.services.store import store_from_settings
+    from worker.sweeper import run_sweeper
+
+    _database_url()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    store = store_from_settings(get_settings())
+    run_sweeper(store, stop)
+    store.engine.dispose()
+    return 0
+
+
 def _database_url() -> str:
     url = get_settings().database_url
     if not url:
@@ -100,17 +129,37 @@ def _run_migrate(_: argparse.Namespace) -> int:
     return 0
 
 
+def _days(value: str) -> int:
+    """A whole number of days >= 1: a key that expires at once is a typo, not a wish."""
+    try:
+        days = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of days") from None
+    if days < 1:
+        raise argparse.ArgumentTypeError("the number of days must be at least 1")
+    return days
+
+
 def _run_keys_create(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
     from tasks_core.db import make_engine
     from tasks_core.keys import create_key, ensure_organization
 
+    expires_at = (
+        datetime.now(UTC) + timedelta(days=args.expires_in_days)
+        if args.expires_in_days is not None
+        else None
+    )
     engine = make_engine(_database_url())
     with engine.begin() as conn:
         org_id = ensure_organization(conn, args.org)
-        issued = create_key(conn, org_id, name=args.name)
+        issued = create_key(conn, org_id, name=args.name, expires_at=expires_at)
     engine.dispose()
     print(f"organization: {args.org} ({org_id})")
     print(f"key id: {issued.id}")
+    if expires_at is not None:
+        print(f"expires at: {expires_at.isoformat(timespec='seconds')}")
     print("the key is shown only once; store it now:")
     print(issued.secret)
     return 0

@@ -4,8 +4,9 @@ With ``DATABASE_URL`` / ``REDIS_URL`` unset, real PostgreSQL and Redis are
 started from the pip packages that embed them, with data kept under
 ``--data-dir``. The schema is migrated, a development organization and key
 are made on first start (the key is printed and written to
-``<data-dir>/api-key``), a worker for every known kind is started, and the
-API is served until Ctrl-C, which stops everything this command started.
+``<data-dir>/api-key``), a worker for every known kind and a sweeper are
+started, and the API is served until Ctrl-C, which stops everything this
+command started.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from sqlalchemy import Engine
 from tasks_core.db import make_engine
 from tasks_core.keys import authenticate, create_key, ensure_organization
 from tasks_core.migrate import upgrade
+from tasks_core.services.store import store_from_settings
 from tasks_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,7 @@ DEV_ORGANIZATION = "dev"
 def run_dev(*, data_dir: str, host: str, port: int, concurrency: int = 2) -> int:
     """Start what is missing, serve the API, stop it all on Ctrl-C."""
     from tasks_core.devservers import EmbeddedPostgres, EmbeddedRedis
+    from worker.sweeper import start_in_thread
 
     root = Path(data_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -55,6 +59,7 @@ def run_dev(*, data_dir: str, host: str, port: int, concurrency: int = 2) -> int
         print(f"API key (also in {root / 'api-key'}):\n{key}", flush=True)
         if concurrency > 0:
             started.callback(_stop, _start_worker(concurrency))
+        started.callback(_stop_sweeper, *start_in_thread(store_from_settings(settings)))
         print(f"API:        http://{host}:{port}  (docs at /docs)", flush=True)
         _serve(settings, host, port)
     print("stopped", flush=True)
@@ -78,6 +83,11 @@ def ensure_dev_key(engine: Engine, key_file: Path) -> str:
     key_file.write_text(issued.secret + "\n")
     key_file.chmod(0o600)
     return issued.secret
+
+
+def _stop_sweeper(thread: threading.Thread, stop: threading.Event) -> None:
+    stop.set()
+    thread.join(30)
 
 
 def _start_worker(concurrency: int) -> subprocess.Popen[bytes]:

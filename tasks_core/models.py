@@ -142,6 +142,10 @@ class Task(Base):
     flow_step_id: Mapped[str | None] = mapped_column(Text)
     # A running Flow: how many of its steps have not ended yet.
     open_steps: Mapped[int | None] = mapped_column(Integer)
+    # A queued retry may not run before this (its backoff); the sweeper waits too.
+    available_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Fail the task if it waits in `created`/`queued` longer than this.
+    queue_timeout_seconds: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -196,6 +200,12 @@ class Task(Base):
             postgresql_where=text("status = 'running'"),
         ),
         CheckConstraint("max_attempts >= 1", name="max_attempts"),
+        # Tasks waiting for a worker, oldest first: what the sweeper re-publishes.
+        Index(
+            "ix_tasks_waiting_updated_at",
+            "updated_at",
+            postgresql_where=text("status IN ('created', 'queued')"),
+        ),
         # A step runs as at most one child: spawning twice is impossible.
         Index(
             "ux_tasks_parent_id_flow_step_id",
@@ -239,3 +249,22 @@ class FlowStep(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
     dependents: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
     pending: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class IdempotencyKey(Base):
+    """An ``Idempotency-Key`` of ``POST /v1/tasks``: the same key and body
+    answer the first task again instead of creating another."""
+
+    __tablename__ = "idempotency_keys"
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    request_hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
+    )
+    created_at: Mapped[datetime] = _now()
+
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)

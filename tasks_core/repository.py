@@ -65,6 +65,7 @@ class NewTask:
     ended_at: Any = None
     max_attempts: int = 1
     timeout_seconds: float | None = None
+    queue_timeout_seconds: float | None = None
 
 
 _INSERT_TASK = text(
@@ -80,10 +81,11 @@ WITH ok AS (
 ), t AS (
     INSERT INTO tasks (id, organization_id, author_id, parent_id, state_id, kind, status, app_id,
                        executor_id, target_id, title, description, input, output, params, errors,
-                       max_attempts, timeout_seconds, created_at, updated_at, started_at, ended_at)
+                       max_attempts, timeout_seconds, queue_timeout_seconds, created_at,
+                       updated_at, started_at, ended_at)
     SELECT :id, :organization_id, :author_id, :parent_id, (SELECT id FROM st), :kind, :status,
            :app_id, :executor_id, :target_id, :title, :description, :input, :output, :params,
-           :errors, :max_attempts, :timeout_seconds, now(), now(),
+           :errors, :max_attempts, :timeout_seconds, :queue_timeout_seconds, now(), now(),
            coalesce(:started_at, CASE WHEN :status = 'running' THEN now() END),
            coalesce(:ended_at, CASE WHEN :status = ANY(:terminal)
                                     THEN greatest(now(), :started_at) END)

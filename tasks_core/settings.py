@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    """Settings of the API, the CLI and (later) the workers."""
+    """Settings of the API, the CLI, the workers and the sweeper."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
 
@@ -69,12 +69,41 @@ class Settings(BaseSettings):
         default=1.0, ge=0, description="First retry delay; doubles each attempt, with jitter."
     )
     retry_max_seconds: float = Field(default=300.0, ge=0, description="Longest retry delay.")
+    sweep_interval_seconds: float = Field(
+        default=5.0, gt=0, description="How often the sweeper looks for tasks to recover."
+    )
+    sweep_batch: int = Field(
+        default=500, ge=1, description="Most tasks one sweep handles per kind."
+    )
+    republish_after_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A task `created`/`queued` this long without running is published again.",
+    )
+    outcome_retry_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a worker retries writing an outcome while PostgreSQL is down.",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="On SIGTERM, running tasks get this long to finish, then are handed back.",
+    )
     flow_max_steps: int = Field(default=10_000, ge=1, description="Most steps in one Flow.")
     flow_max_depth: int = Field(default=16, ge=1, description="Deepest nesting of Flows.")
     visibility_timeout_seconds: int = Field(
         default=3600,
         ge=1,
         description="Redis redelivers a message not acknowledged in this time.",
+    )
+    rate_limit_per_minute: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Requests per minute allowed to one API key, counted in Redis across every "
+            "API process; over it is 429 rate_limited with Retry-After (0 = no limit)."
+        ),
     )
 
 

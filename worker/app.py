@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from typing import Any
 
-from celery import Celery
-from celery.signals import worker_process_init
+from celery import Celery, Task
+from celery.signals import worker_process_init, worker_shutting_down
 
 from tasks_core.publisher import RUN_TASK
 from tasks_core.queues import queue_name
@@ -57,7 +59,7 @@ def create_celery(settings: Settings) -> Celery:
         imports=[m.strip() for m in settings.tasks_imports.split(",") if m.strip()],
         worker_hijack_root_logger=False,
     )
-    app.task(name=RUN_TASK, ignore_result=True)(_run)
+    app.task(name=RUN_TASK, ignore_result=True, bind=True)(_run)
     return app
 
 
@@ -74,15 +76,40 @@ def process_store() -> Store:
     return _store
 
 
-def _run(task_id: str) -> None:
+def _run(self: Task, task_id: str) -> None:
     from worker.runner import run_task
 
-    run_task(process_store(), task_id)
+    run_task(process_store(), task_id, node=self.request.hostname)
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _in_pool_child(**_: Any) -> None:
     supervisor.IN_POOL_CHILD = True
+
+
+@worker_shutting_down.connect  # type: ignore[untyped-decorator]
+def _on_shutting_down(sender: str, how: str, **_: Any) -> None:
+    """A warm shutdown (SIGTERM) lets running tasks finish; after
+    ``SHUTDOWN_GRACE_SECONDS`` the ones still running are handed back to their
+    queues and the worker stops (cold), so none is left `running` without a
+    live owner."""
+    if how != "Warm":
+        return
+    timer = threading.Timer(
+        get_settings().shutdown_grace_seconds, _hand_back_and_stop, args=(sender,)
+    )
+    timer.daemon = True
+    timer.start()
+
+
+def _hand_back_and_stop(node: str) -> None:
+    from tasks_core.services.run import hand_back
+
+    try:
+        handed = hand_back(process_store(), node_prefix=f"{node}:", actor=f"worker:{node}")
+        log.warning("shutdown grace over: handed back %d running task(s)", handed)
+    finally:
+        os.kill(os.getpid(), signal.SIGQUIT)  # Celery's cold shutdown ends the pool
 
 
 # Handlers built into every worker.

@@ -10,8 +10,12 @@ statement that changes nothing, and is logged.
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import time
 import uuid
+
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from tasks_core.flows import FLOW_KIND
 from tasks_core.records import TaskRecord
@@ -28,14 +32,13 @@ from worker.supervisor import Supervisor, hard_stop
 log = logging.getLogger(__name__)
 
 
-def worker_name() -> str:
-    """How this process is named in event logs and the task's ``worker`` column."""
-    import os
+def worker_name(node: str | None = None) -> str:
+    """How this process is named in event logs and the task's ``worker`` column:
+    ``<Celery node name>:<pid>``, so a worker can find its own runs at shutdown."""
+    return f"{node or socket.gethostname()}:{os.getpid()}"
 
-    return f"{socket.gethostname()}:{os.getpid()}"
 
-
-def run_task(store: Store, task_id: str) -> TaskRecord | None:
+def run_task(store: Store, task_id: str, *, node: str | None = None) -> TaskRecord | None:
     """Run the task a message points at; returns the task as finished (or
     handed back for a retry), None when nothing was run or the result was fenced off."""
     try:
@@ -43,7 +46,7 @@ def run_task(store: Store, task_id: str) -> TaskRecord | None:
     except (ValueError, TypeError):
         log.error("dropping a message with an invalid task id %r", task_id)
         return None
-    name = worker_name()
+    name = worker_name(node)
     task = claim_task(store, tid, worker=name)
     if task is None:
         log.info("task %s is not waiting to run: duplicate or late delivery dropped", task_id)
@@ -78,7 +81,30 @@ def execute(ctx: TaskContext) -> outcome.Decision:
 def record(
     store: Store, task: TaskRecord, decision: outcome.Decision, *, worker: str
 ) -> TaskRecord | None:
-    """Persist a decision once: a retry when allowed, else the terminal outcome."""
+    """Persist a decision: a retry when allowed, else the terminal outcome.
+
+    While PostgreSQL is unreachable the write is retried (with backoff, for
+    up to ``OUTCOME_RETRY_SECONDS``) so that a computed outcome is not lost;
+    past that the run is left to the sweeper, which runs it again once its
+    lease expires. The write is fenced, so retrying it is safe.
+    """
+    deadline = time.monotonic() + store.settings.outcome_retry_seconds
+    pause = 0.2
+    while True:
+        try:
+            return _record_once(store, task, decision, worker=worker)
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + pause > deadline:
+                log.error("could not record the outcome of task %s; the sweeper will", task.id)
+                raise
+            log.warning("database unavailable; retrying the outcome of task %s", task.id)
+            time.sleep(pause)  # a back-off between tries, not a wait for a condition
+            pause = min(pause * 2, 5.0)
+
+
+def _record_once(
+    store: Store, task: TaskRecord, decision: outcome.Decision, *, worker: str
+) -> TaskRecord | None:
     settings = store.settings
     if outcome.should_retry(decision, attempt=task.attempt, max_attempts=task.max_attempts):
         delay = outcome.retry_delay(

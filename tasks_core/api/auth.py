@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from tasks_core.api.ratelimit import enforce_rate_limit
 from tasks_core.errors import Unauthorized
 from tasks_core.keys import authenticate
 from tasks_core.records import Caller
@@ -25,7 +26,12 @@ def get_caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    """The organization and key of the request; 401 without a valid key."""
+    """The organization and key of the request; 401 without a valid key, 429
+    when the key is over ``RATE_LIMIT_PER_MINUTE``.
+
+    The limit is counted only after authentication: it is per key, and a
+    stranger's bad keys must not use up a customer's allowance. With the
+    limit off (0) nothing beyond the one SQL lookup happens."""
     if credentials is None or not credentials.credentials:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
     store = get_store(request)
@@ -33,6 +39,9 @@ def get_caller(
         caller = authenticate(conn, credentials.credentials)
     if caller is None:
         raise Unauthorized("the API key is unknown, revoked or expired")
+    limit = store.settings.rate_limit_per_minute
+    if limit > 0:
+        enforce_rate_limit(request, store.settings.redis_url, caller.key_id, limit)
     return caller
 
 

@@ -68,6 +68,12 @@ class TaskCreate(WireModel):
     timeout_seconds: float | None = Field(
         default=None, gt=0, le=604_800, description="A run longer than this fails with `timeout`."
     )
+    queue_timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=604_800,
+        description="A task still waiting for a worker after this long fails with `queue_timeout`.",
+    )
 
     def to_spec(self) -> TaskSpec:
         """The domain value the create service takes."""
@@ -88,6 +94,7 @@ class TaskCreate(WireModel):
             ended_at=self.ended_at,
             max_attempts=self.max_attempts,
             timeout_seconds=self.timeout_seconds,
+            queue_timeout_seconds=self.queue_timeout_seconds,
         )
 
 

@@ -43,6 +43,7 @@ class TaskSpec:
     ended_at: datetime | None = None
     max_attempts: int = 1
     timeout_seconds: float | None = None
+    queue_timeout_seconds: float | None = None
 
 
 def create_task(store: Store, caller: Caller, spec: TaskSpec) -> TaskRecord:
@@ -104,6 +105,7 @@ def _new_task(caller: Caller, spec: TaskSpec, *, limits: Limits) -> NewTask:
         ended_at=ended_at,
         max_attempts=spec.max_attempts,
         timeout_seconds=spec.timeout_seconds,
+        queue_timeout_seconds=spec.queue_timeout_seconds,
     )
 
 

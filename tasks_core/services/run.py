@@ -10,6 +10,7 @@ never overwrite a newer one.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,8 @@ from tasks_core.services.enqueue import enqueue_many, message_for
 from tasks_core.services.flow_run import fan_in, lock_chain, start_flow
 from tasks_core.services.store import Store
 from tasks_core.status import Status
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +135,9 @@ def retry_task(
             actor=f"worker:{worker}",
             sources={Status.RUNNING},
             guard="AND attempt = :attempt",
-            extra_sets=", errors = :errors, lease_expires_at = NULL",
-            params={"attempt": run.attempt, "errors": outcome.errors},
+            extra_sets=", errors = :errors, lease_expires_at = NULL,"
+            " available_at = now() + make_interval(secs => :delay)",
+            params={"attempt": run.attempt, "errors": outcome.errors, "delay": delay},
             json_params=("errors",),
             detail={"retry": True, "attempt": run.attempt, "delay": round(delay, 3)}
             | (outcome.detail or {}),
@@ -158,3 +162,35 @@ def start_flow_run(
         return None
     enqueue_many(store, spawned)
     return current
+
+
+def hand_back(store: Store, *, node_prefix: str, actor: str) -> int:
+    """Put every task still `running` on one worker (its ``worker`` column
+    starts with ``node_prefix``) back on its queue, for a worker that stops.
+    The attempt is kept: the next claim makes a new one, and a late outcome of
+    the old run is fenced off because the task is no longer `running`."""
+    with store.statement() as conn:
+        rows = conn.execute(
+            text(
+                """
+WITH moved AS (
+    UPDATE tasks SET status = 'queued', lease_expires_at = NULL, updated_at = now()
+    WHERE status = 'running' AND starts_with(worker, :prefix)
+    RETURNING *
+), ev AS (
+    INSERT INTO task_events (task_id, type, from_status, to_status, actor, detail)
+    SELECT id, 'status', 'running', 'queued', :actor, '{"reason": "worker stopping"}'::jsonb
+    FROM moved
+)
+SELECT * FROM moved
+"""
+            ),
+            {"prefix": node_prefix, "actor": actor},
+        ).mappings()
+        handed = [TaskRecord.from_row(r) for r in rows]
+    for task in handed:
+        try:
+            store.publisher.publish(message_for(task, store.settings.queue_prefix))
+        except Exception:  # left `queued`: the sweeper publishes it later
+            log.warning("could not publish handed-back task %s", task.id, exc_info=True)
+    return len(handed)
