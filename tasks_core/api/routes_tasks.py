@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Header, Path, Query
 from fastapi.responses import JSONResponse
 
 from tasks_core.api.auth import CallerDep, StoreDep
@@ -20,7 +20,8 @@ from tasks_core.api.schemas import (
 )
 from tasks_core.errors import ValidationFailed
 from tasks_core.services.cancel import cancel_task
-from tasks_core.services.create import create_task
+from tasks_core.services.create import Idempotency, create_task_once
+from tasks_core.services.idempotency import request_digest
 from tasks_core.services.read import get_task_tree, list_page, task_events
 from tasks_core.services.update import update_task
 from tasks_core.status import Status
@@ -35,12 +36,30 @@ router = APIRouter(prefix="/v1/tasks", tags=["tasks"], responses=ERRORS)
 
 
 @router.post("", status_code=201, response_model=TaskOut, summary="Create task")
-def create(*, body: TaskCreate, caller: CallerDep, store: StoreDep) -> JSONResponse:
+def create(
+    *,
+    body: TaskCreate,
+    caller: CallerDep,
+    store: StoreDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Retry-safe create: the same key and body within 24 hours answer "
+            "the first task (header Idempotent-Replayed: true); another body is 409.",
+        ),
+    ] = None,
+) -> JSONResponse:
     """Create a task. A task created with status `created` (the default) is
     published on its queue and answered as `queued`; any other status makes a
     record of work done elsewhere, never published."""
-    task = create_task(store, caller, body.to_spec())
-    return JSONResponse(task_out(task), status_code=201)
+    idempotency = None
+    if idempotency_key is not None:
+        digest = request_digest(body.model_dump(mode="json", exclude_unset=True))
+        idempotency = Idempotency(key=idempotency_key, digest=digest)
+    task, replayed = create_task_once(store, caller, body.to_spec(), idempotency=idempotency)
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return JSONResponse(task_out(task), status_code=201, headers=headers)
 
 
 @router.get("/{taskId}", response_model=TaskOut, summary="Get task")

@@ -11,8 +11,9 @@ from tasks_core.errors import NotFound, ValidationFailed
 from tasks_core.flows import FLOW_KIND, Limits, parse_flow
 from tasks_core.ids import new_id
 from tasks_core.records import Caller, TaskRecord
-from tasks_core.repository import NewTask, insert_task
+from tasks_core.repository import NewTask, get_task, insert_task
 from tasks_core.services.enqueue import enqueue
+from tasks_core.services.idempotency import Replay, check_key, claim_key
 from tasks_core.services.store import Store
 from tasks_core.services.validation import (
     as_utc,
@@ -46,23 +47,74 @@ class TaskSpec:
     queue_timeout_seconds: float | None = None
 
 
-def create_task(store: Store, caller: Caller, spec: TaskSpec) -> TaskRecord:
+def create_task(
+    store: Store, caller: Caller, spec: TaskSpec, *, idempotency: Idempotency | None = None
+) -> TaskRecord:
     """Store a task and, if it is `created`, publish it on its queue.
 
     A task created with any other status is a record of work done elsewhere
-    (an external executor) and is never published.
+    (an external executor) and is never published. With ``idempotency``, a
+    key already used with the same body returns that first task instead
+    (see :func:`create_task_once`).
     """
+    return create_task_once(store, caller, spec, idempotency=idempotency)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """An ``Idempotency-Key`` and the digest of the request it came with."""
+
+    key: str
+    digest: bytes
+
+
+def create_task_once(
+    store: Store, caller: Caller, spec: TaskSpec, *, idempotency: Idempotency | None = None
+) -> tuple[TaskRecord, bool]:
+    """Like :func:`create_task`; also says whether the answer is a replay of an
+    earlier create with the same idempotency key."""
     limits = Limits(
         max_steps=store.settings.flow_max_steps, max_depth=store.settings.flow_max_depth
     )
     new = _new_task(caller, spec, limits=limits)
-    with store.statement() as conn:
-        task = insert_task(conn, new)
+    if idempotency is None:
+        with store.statement() as conn:  # one statement: no transaction round trips
+            task = insert_task(conn, new)
+    else:
+        check_key(idempotency.key)
+        try:
+            task = _insert_with_key(store, caller, new, idempotency)
+        except _Replayed as replay:  # the new task was rolled back; answer the first
+            with store.statement() as conn:
+                first = get_task(conn, caller.organization_id, replay.task_id)
+            assert first is not None, "a key is deleted with its task"
+            return first, True
     if task is None:
         raise NotFound(f"parentId {str(spec.parent_id)!r} names no task")
     if task.status is Status.CREATED:
-        return enqueue(store, task)
-    return task
+        return enqueue(store, task), False
+    return task, False
+
+
+class _Replayed(Exception):
+    """Raised inside the create transaction to roll it back on a replay."""
+
+    def __init__(self, task_id: uuid.UUID) -> None:
+        self.task_id = task_id
+
+
+def _insert_with_key(
+    store: Store, caller: Caller, new: NewTask, idempotency: Idempotency
+) -> TaskRecord | None:
+    with store.transaction() as conn:
+        task = insert_task(conn, new)
+        if task is not None:
+            claim = claim_key(
+                conn, caller.organization_id, idempotency.key, idempotency.digest, task.id
+            )
+            if isinstance(claim, Replay):
+                raise _Replayed(claim.task_id)
+        return task
 
 
 def _new_task(caller: Caller, spec: TaskSpec, *, limits: Limits) -> NewTask:

@@ -27,6 +27,7 @@ from tasks_core.records import TaskRecord
 from tasks_core.repository import transition
 from tasks_core.services.enqueue import enqueue_many, message_for
 from tasks_core.services.flow_run import fan_in, lock_chain
+from tasks_core.services.idempotency import forget_expired
 from tasks_core.services.run import Outcome, finish_task
 from tasks_core.services.store import Store
 from tasks_core.status import Status
@@ -57,6 +58,8 @@ def sweep_once(store: Store) -> SweepReport:
     timeouts = fail_queue_timeouts(store)
     requeued, lost = recover_expired_leases(store)
     republished = republish_stale(store)
+    with store.statement() as conn:
+        forget_expired(conn, batch=store.settings.sweep_batch)
     report = SweepReport(republished, requeued, lost, timeouts)
     if report.total:
         log.info("sweep: %s", report)

@@ -24,8 +24,10 @@ class OrgClient:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
 
-    def post(self, path: str, json: Any = None, **kw: Any) -> httpx.Response:
-        return self.http.post(path, json=json, headers=self.headers, **kw)
+    def post(
+        self, path: str, json: Any = None, headers: dict[str, str] | None = None, **kw: Any
+    ) -> httpx.Response:
+        return self.http.post(path, json=json, headers={**self.headers, **(headers or {})}, **kw)
 
     def put(self, path: str, json: Any = None, **kw: Any) -> httpx.Response:
         return self.http.put(path, json=json, headers=self.headers, **kw)

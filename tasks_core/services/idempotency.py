@@ -1,0 +1,98 @@
+"""``Idempotency-Key`` on create: a retried request returns the first task.
+
+The key is stored with a digest of the request body in the same transaction
+as the task it created, so two concurrent requests with one key create one
+task: the second waits on the first's key row, then finds it. A key is good
+for ``IDEMPOTENCY_TTL`` (24 hours); after that it may be used again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from tasks_core.errors import Conflict, ValidationFailed
+
+IDEMPOTENCY_TTL_HOURS = 24
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """The key was free (or expired) and now names the new task."""
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """The key names a task created before with the same body."""
+
+    task_id: uuid.UUID
+
+
+def request_digest(body: Any) -> bytes:
+    """A stable digest of a request body (keys sorted)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).digest()
+
+
+def check_key(key: str) -> None:
+    """Keys are opaque strings of printable characters, at most 255."""
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise ValidationFailed(
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters"
+        )
+
+
+def claim_key(
+    conn: Connection, organization_id: uuid.UUID, key: str, digest: bytes, task_id: uuid.UUID
+) -> Claimed | Replay:
+    """Bind ``key`` to ``task_id`` (inserted in this transaction), or report the
+    task it already names. Raises :class:`Conflict` for the same key with
+    another body."""
+    row = conn.execute(
+        text(
+            """
+INSERT INTO idempotency_keys (organization_id, key, request_hash, task_id)
+VALUES (:org, :key, :digest, :task)
+ON CONFLICT (organization_id, key) DO UPDATE
+    SET request_hash = EXCLUDED.request_hash, task_id = EXCLUDED.task_id, created_at = now()
+    WHERE idempotency_keys.created_at < now() - make_interval(hours => :ttl)
+RETURNING task_id
+"""
+        ),
+        {"org": organization_id, "key": key, "digest": digest, "task": task_id,
+         "ttl": IDEMPOTENCY_TTL_HOURS},
+    ).first()  # fmt: skip
+    if row is not None:
+        return Claimed()
+    existing = conn.execute(
+        text(
+            "SELECT request_hash, task_id FROM idempotency_keys "
+            "WHERE organization_id = :org AND key = :key"
+        ),
+        {"org": organization_id, "key": key},
+    ).one()
+    if bytes(existing.request_hash) != digest:
+        raise Conflict(
+            f"Idempotency-Key {key!r} was used with a different request body in the last "
+            f"{IDEMPOTENCY_TTL_HOURS} hours; use a new key for a new task",
+            code="idempotency_conflict",
+        )
+    return Replay(task_id=existing.task_id)
+
+
+def forget_expired(conn: Connection, *, batch: int) -> int:
+    """Delete keys past their lifetime (the sweeper calls this)."""
+    result = conn.execute(
+        text(
+            "DELETE FROM idempotency_keys WHERE ctid IN (SELECT ctid FROM idempotency_keys "
+            "WHERE created_at < now() - make_interval(hours => :ttl) LIMIT :batch)"
+        ),
+        {"ttl": IDEMPOTENCY_TTL_HOURS, "batch": batch},
+    )
+    return int(result.rowcount)
