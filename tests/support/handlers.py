@@ -88,3 +88,23 @@ def two_steps(ctx: TaskContext) -> Any:
 def state_reader(ctx: TaskContext) -> Any:
     """Returns the id of the state object it sees (Flow steps share the Flow's)."""
     return {"state": str(ctx.state.id) if ctx.state else None}
+
+
+@action("test/work")
+def work(ctx: TaskContext) -> Any:
+    """A short unit of work that counts its starts and its completions in Redis
+    (``started:<id>``, ``finished:<id>``): a run killed midway starts without finishing."""
+    client = _redis()
+    client.incr(f"started:{ctx.task.id}")
+    seconds = float((ctx.input or {}).get("seconds", 0.05)) if isinstance(ctx.input, dict) else 0.05
+    ctx.sleep(seconds)
+    client.incr(f"finished:{ctx.task.id}")
+    return {"attempt": ctx.task.attempt}
+
+
+@action("test/poison")
+def poison(ctx: TaskContext) -> Any:
+    """Kills the process that runs it, every time."""
+    _redis().incr(f"attempts:{ctx.task.id}")
+    os.kill(os.getpid(), 9)
+    return None

@@ -1,0 +1,56 @@
+"""4. PostgreSQL stopped and started during a run: 503s meanwhile, nothing accepted is lost."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi.testclient import TestClient
+
+from tasks_core.api.app import create_app
+from tasks_core.keys import create_key
+from tests.support.stack import stack
+from tests.support.wait import wait_until
+
+BEFORE = 100
+DURING = 20
+AFTER = 100
+
+
+def test_api_answers_503_while_postgres_is_down_and_every_accepted_task_completes() -> None:
+    with stack() as system:
+        with system.store.transaction() as conn:
+            key = create_key(conn, system.caller.organization_id).secret
+        headers = {"Authorization": f"Bearer {key}"}
+        body = {"kind": "CallAction", "targetId": "test/work", "input": {"seconds": 0.05}}
+        system.start_worker("--concurrency", "2")
+        system.start_sweeper()
+        with TestClient(create_app(store=system.store), raise_server_exceptions=False) as api:
+
+            def create() -> int:
+                response = api.post("/v1/tasks", json=body, headers=headers)
+                if response.status_code == 201:
+                    accepted.append(uuid.UUID(response.json()["id"]))
+                return response.status_code
+
+            accepted: list[uuid.UUID] = []
+            assert {create() for _ in range(BEFORE)} == {201}
+
+            system.postgres.stop()
+            refused = [api.post("/v1/tasks", json=body, headers=headers) for _ in range(DURING)]
+            ready = api.get("/readyz")
+            assert {r.status_code for r in refused} == {503}, [r.text for r in refused]
+            assert all(set(r.json()) == {"code", "message"} for r in refused)
+            assert refused[0].json()["code"] == "unavailable"
+            assert ready.status_code == 503 and "database" in ready.json()["message"]
+
+            system.postgres.start()
+            wait_until(lambda: create() == 201, timeout=30, message="the API did not recover")
+            assert {create() for _ in range(AFTER - 1)} == {201}
+
+        system.wait_all(accepted, ("completed",), timeout=180)
+        double = sum(1 for n in system.terminal_events(accepted).values() if n != 1)
+        assert double == 0
+        print(
+            f"\npostgres outage: accepted={len(accepted)} refused_503={len(refused)} "
+            f"completed={len(accepted)} lost=0 double={double}"
+        )
