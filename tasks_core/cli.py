@@ -5,7 +5,7 @@ tasks-core api                      the HTTP API against DATABASE_URL / REDIS_UR
 tasks-core worker [--executor ID] [--kind KIND] [--concurrency N]
 tasks-core sweeper                  recover lost publishes, dead workers, queue timeouts
 tasks-core migrate                  apply the schema migrations
-tasks-core keys create --org NAME [--expires-in-days N]   a new API key (printed last)
+tasks-core keys create --org NAME   a new API key (printed last) [--expires-in-days N]
 tasks-core keys revoke ID
 """
 

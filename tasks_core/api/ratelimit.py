@@ -33,6 +33,7 @@ from typing import Any
 import redis
 from fastapi import FastAPI, Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from tasks_core.api.errors import error_response
 from tasks_core.errors import TasksError
@@ -150,7 +151,7 @@ def install_rate_limit_handler(app: FastAPI) -> None:
     app.add_exception_handler(RateLimited, rate_limited_response)
 
 
-def _ensure_handler(scope: dict[str, Any]) -> None:
+def _ensure_handler(scope: Scope) -> None:
     """Make sure the running app answers RateLimited with our 429.
 
     The app factory (which this module may not change) registers no handler
