@@ -56,6 +56,16 @@ class Unauthorized(TasksError):
     code = "unauthorized"
 
 
+class RateLimited(TasksError):
+    """Raised when an API key made more requests in the current window than allowed."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Unavailable(TasksError):
     """Raised when a server the service depends on (PostgreSQL, Redis) can not be reached."""
 

@@ -41,7 +41,7 @@ def get_caller(
         raise Unauthorized("the API key is unknown, revoked or expired")
     limit = store.settings.rate_limit_per_minute
     if limit > 0:
-        enforce_rate_limit(request, store.settings.redis_url, caller.key_id, limit)
+        enforce_rate_limit(store.settings.redis_url, caller.key_id, limit)
     return caller
 
 

@@ -24,6 +24,7 @@ STATUS_OF: dict[type[errors.TasksError], int] = {
     errors.ImmutableField: 422,
     errors.ValidationFailed: 422,
     errors.Unauthorized: 401,
+    errors.RateLimited: 429,
     errors.Unavailable: 503,
 }
 
@@ -83,6 +84,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.TasksError)
     async def _domain(_: Request, exc: errors.TasksError) -> JSONResponse:
         status = next((s for cls, s in STATUS_OF.items() if isinstance(exc, cls)), 400)
+        if isinstance(exc, errors.RateLimited):
+            return error_response(
+                429, exc.code, exc.message, **{"Retry-After": str(exc.retry_after)}
+            )
         return error_response(status, exc.code, exc.message)
 
     @app.exception_handler(RequestValidationError)

@@ -28,15 +28,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import redis
-from fastapi import FastAPI, Request
-from starlette.responses import Response
-from starlette.types import Scope
 
-from tasks_core.api.errors import error_response
-from tasks_core.errors import TasksError
+from tasks_core.errors import RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +42,6 @@ SOCKET_TIMEOUT_SECONDS = 0.5
 # After a Redis failure, skip the limiter this long: failing open must not
 # cost a (timed-out) round trip per request, nor a warning per request.
 BYPASS_AFTER_FAILURE_SECONDS = 5.0
-# Starlette's per-app exception-handler table, put in the scope of every request.
-_HANDLERS_SCOPE_KEY = "starlette.exception_handlers"
-
-
-class RateLimited(TasksError):
-    """Raised when a key made more requests in the current window than allowed."""
-
-    code = "rate_limited"
-
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class RateLimiter:
@@ -138,40 +121,6 @@ def limiter_for(redis_url: str) -> RateLimiter:
     return limiter
 
 
-async def rate_limited_response(_: Request, exc: Exception) -> Response:
-    """``429 {"code": "rate_limited", ...}`` with ``Retry-After``: the shared
-    domain-error handler has no way to add a header."""
-    if not isinstance(exc, RateLimited):  # pragma: no cover - registered for RateLimited only
-        raise exc
-    return error_response(429, exc.code, exc.message, **{"Retry-After": str(exc.retry_after)})
-
-
-def install_rate_limit_handler(app: FastAPI) -> None:
-    """Register the 429 handler on an app; call before the app serves (create_app)."""
-    app.add_exception_handler(RateLimited, rate_limited_response)
-
-
-def _ensure_handler(scope: Scope) -> None:
-    """Make sure the running app answers RateLimited with our 429.
-
-    The app factory (which this module may not change) registers no handler
-    for it, and Starlette copies an app's handlers into its middleware when
-    the app starts, so registering on ``app`` now would have no effect. The
-    table the middleware uses is the one it puts in every request's scope:
-    adding to it (once; later calls find it there) is what takes effect.
-    Without it, RateLimited would fall to the generic domain handler, a 400.
-    Harmless once ``install_rate_limit_handler`` is called by the factory."""
-    handlers = scope.get(_HANDLERS_SCOPE_KEY)
-    if handlers is None:
-        return
-    exception_handlers: dict[Any, Any] = handlers[0]
-    exception_handlers.setdefault(RateLimited, rate_limited_response)
-
-
-def enforce_rate_limit(request: Request, redis_url: str, key_id: uuid.UUID, limit: int) -> None:
+def enforce_rate_limit(redis_url: str, key_id: uuid.UUID, limit: int) -> None:
     """Count this request against its key; raise RateLimited (429) when over ``limit``."""
-    try:
-        limiter_for(redis_url).check(str(key_id), limit)
-    except RateLimited:
-        _ensure_handler(request.scope)
-        raise
+    limiter_for(redis_url).check(str(key_id), limit)
