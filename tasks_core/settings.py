@@ -39,6 +39,17 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Largest accepted request body."
     )
+    max_input_bytes: int = Field(default=524_288, ge=1, description="Largest task `input` (JSON).")
+    max_output_bytes: int = Field(
+        default=524_288,
+        ge=1,
+        description="Largest task `output` (JSON), from the API or a handler.",
+    )
+    max_params_bytes: int = Field(
+        default=1_048_576,
+        ge=1,
+        description="Largest task `params` (JSON), a Flow's steps included.",
+    )
     list_limit_max: int = Field(default=500, ge=1, description="Largest `limit` of GET /v1/tasks.")
     list_limit_default: int = Field(
         default=50, ge=1, description="`limit` of GET /v1/tasks when not given."

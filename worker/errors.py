@@ -28,4 +28,5 @@ class TimedOut(Exception):
 UNKNOWN_KIND = "unknown_kind"
 ACTION_NOT_FOUND = "action_not_found"
 INVALID_OUTPUT = "invalid_output"
+OUTPUT_TOO_LARGE = "output_too_large"
 TIMEOUT = "timeout"

@@ -13,7 +13,14 @@ from typing import Any
 
 from tasks_core.services.run import Outcome
 from tasks_core.status import Status
-from worker.errors import INVALID_OUTPUT, TIMEOUT, Cancelled, TaskError, TimedOut
+from worker.errors import (
+    INVALID_OUTPUT,
+    OUTPUT_TOO_LARGE,
+    TIMEOUT,
+    Cancelled,
+    TaskError,
+    TimedOut,
+)
 
 MAX_MESSAGE = 2000
 
@@ -26,14 +33,22 @@ class Decision:
     retryable: bool
 
 
-def from_result(result: Any) -> Decision:
-    """A handler returned: its value is the output, if it is JSON."""
+def from_result(result: Any, *, max_bytes: int | None = None) -> Decision:
+    """A handler returned: its value is the output, if it is JSON (and, with
+    ``max_bytes``, not larger than that)."""
     try:
-        json.dumps(result, allow_nan=False)
+        encoded = json.dumps(result, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         return _failure(
             INVALID_OUTPUT,
             f"the handler returned a value that is not JSON ({type(result).__name__}): {exc}",
+            retryable=False,
+        )
+    size = len(encoded.encode("utf-8"))
+    if max_bytes is not None and size > max_bytes:
+        return _failure(
+            OUTPUT_TOO_LARGE,
+            f"the handler returned {size} bytes of JSON; the limit is {max_bytes}",
             retryable=False,
         )
     return Decision(Outcome(status=Status.COMPLETED, output=result), retryable=False)

@@ -55,13 +55,13 @@ def run_task(store: Store, task_id: str, *, node: str | None = None) -> TaskReco
         return run_flow(store, task, worker=name)
     ctx = TaskContext(task, store=store, logger=logging.getLogger(f"tasks.{task.kind}"))
     with Supervisor(store, task, ctx, on_unresponsive=lambda s: _unresponsive(store, task, s)):
-        decision = execute(ctx)
+        decision = execute(ctx, max_output_bytes=store.settings.max_output_bytes)
     if ctx.timed_out:
         decision = outcome.timed_out(task.timeout_seconds)
     return record(store, task, decision, worker=name)
 
 
-def execute(ctx: TaskContext) -> outcome.Decision:
+def execute(ctx: TaskContext, *, max_output_bytes: int | None = None) -> outcome.Decision:
     """Call the handler of the task's kind and turn what it did into a decision."""
     fn = registry.handlers.get(ctx.task.kind)
     if fn is None:
@@ -75,7 +75,7 @@ def execute(ctx: TaskContext) -> outcome.Decision:
         result = fn(ctx)
     except Exception as exc:  # noqa: BLE001 - every handler failure becomes the task's errors
         return outcome.from_exception(exc)
-    return outcome.from_result(result)
+    return outcome.from_result(result, max_bytes=max_output_bytes)
 
 
 def record(

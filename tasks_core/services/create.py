@@ -18,6 +18,7 @@ from tasks_core.services.store import Store
 from tasks_core.services.validation import (
     as_utc,
     check_name,
+    check_sizes,
     check_times,
     parse_task_id,
 )
@@ -76,6 +77,7 @@ def create_task_once(
     limits = Limits(
         max_steps=store.settings.flow_max_steps, max_depth=store.settings.flow_max_depth
     )
+    check_sizes(store.settings, {"input": spec.input, "output": spec.output, "params": spec.params})
     new = _new_task(caller, spec, limits=limits)
     if idempotency is None:
         with store.statement() as conn:  # one statement: no transaction round trips

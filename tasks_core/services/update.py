@@ -22,6 +22,7 @@ from tasks_core.services.store import Store
 from tasks_core.services.validation import (
     as_utc,
     check_name,
+    check_sizes,
     check_times,
     parse_task_id,
 )
@@ -51,6 +52,7 @@ def update_task(store: Store, caller: Caller, task_id: str, changes: dict[str, A
     unknown = set(changes) - MUTABLE_FIELDS
     if unknown:
         raise ValidationFailed(f"fields {sorted(unknown)} can not be updated")
+    check_sizes(store.settings, changes)
     tid = parse_task_id(task_id)
     spawned: list[TaskRecord] = []
     with store.transaction() as conn:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from tasks_core.errors import NotFound, ValidationFailed
 from tasks_core.queues import is_valid_name
+from tasks_core.settings import Settings
 
 NAME_RULE = "1 to 128 characters of letters, digits and _ . : / - (starting with a letter or digit)"
 
@@ -41,3 +45,24 @@ def parse_task_id(value: str | uuid.UUID, *, field: str = "task") -> uuid.UUID:
         return uuid.UUID(value)
     except (ValueError, AttributeError, TypeError):
         raise NotFound(f"{field} {value!r} names no task") from None
+
+
+def json_size(value: Any) -> int:
+    """Bytes of a value as compact JSON (how it is stored and sent)."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def check_sizes(settings: Settings, values: Mapping[str, Any]) -> None:
+    """``input``, ``output`` and ``params`` each stay under their setting."""
+    limits = {
+        "input": settings.max_input_bytes,
+        "output": settings.max_output_bytes,
+        "params": settings.max_params_bytes,
+    }
+    for field, limit in limits.items():
+        if field in values and values[field] is not None:
+            size = json_size(values[field])
+            if size > limit:
+                raise ValidationFailed(
+                    f"{field} is {size} bytes as JSON; the limit is {limit}", code="too_large"
+                )
