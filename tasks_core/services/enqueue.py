@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 
 from tasks_core.publisher import TaskMessage
 from tasks_core.queues import queue_name
@@ -27,6 +26,20 @@ def message_for(task: TaskRecord, prefix: str) -> TaskMessage:
     )
 
 
+def try_publish(store: Store, task: TaskRecord, *, countdown: float | None = None) -> bool:
+    """Publish a task's message; False (logged) when the broker is unreachable.
+
+    A failed publish loses nothing: the task is in PostgreSQL, waiting
+    (`created` or `queued`), and the sweeper publishes it again later.
+    """
+    try:
+        store.publisher.publish(message_for(task, store.settings.queue_prefix), countdown=countdown)
+    except Exception:
+        log.warning("publish of task %s failed; the sweeper will retry", task.id, exc_info=True)
+        return False
+    return True
+
+
 def enqueue(store: Store, task: TaskRecord) -> TaskRecord:
     """Publish a committed `created` task and move it to `queued`.
 
@@ -35,10 +48,7 @@ def enqueue(store: Store, task: TaskRecord) -> TaskRecord:
     task. A worker may claim the task before it is marked `queued`: the claim
     accepts `created` too, and the guarded move below then changes nothing.
     """
-    try:
-        store.publisher.publish(message_for(task, store.settings.queue_prefix))
-    except Exception:
-        log.warning("publish of task %s failed; it stays created", task.id, exc_info=True)
+    if not try_publish(store, task):
         return task
     with store.statement() as conn:
         moved = transition(
@@ -57,14 +67,7 @@ def enqueue_many(store: Store, tasks: list[TaskRecord]) -> None:
     """Publish committed `created` tasks (a Flow's new steps) and mark the
     published ones `queued` in one statement. Tasks whose publish fails stay
     `created` for the sweeper."""
-    published: list[uuid.UUID] = []
-    for task in tasks:
-        try:
-            store.publisher.publish(message_for(task, store.settings.queue_prefix))
-        except Exception:
-            log.warning("publish of task %s failed; it stays created", task.id, exc_info=True)
-            continue
-        published.append(task.id)
+    published = [task.id for task in tasks if try_publish(store, task)]
     if published:
         with store.statement() as conn:
             mark_queued(conn, published, actor=PUBLISHER_ACTOR)

@@ -10,7 +10,6 @@ never overwrite a newer one.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,12 +19,10 @@ from sqlalchemy import Connection, text
 from tasks_core.flows import Step
 from tasks_core.records import TaskRecord
 from tasks_core.repository import append_event, get_task, transition
-from tasks_core.services.enqueue import enqueue_many, message_for
+from tasks_core.services.enqueue import enqueue_many, try_publish
 from tasks_core.services.flow_run import fan_in, lock_chain, start_flow
 from tasks_core.services.store import Store
 from tasks_core.status import Status
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +140,7 @@ def retry_task(
             | (outcome.detail or {}),
         )
     if queued is not None:
-        # A failed publish leaves the task `queued`; the sweeper re-publishes it.
-        store.publisher.publish(message_for(queued, store.settings.queue_prefix), countdown=delay)
+        try_publish(store, queued, countdown=delay)
     return queued
 
 
@@ -189,8 +185,5 @@ SELECT * FROM moved
         ).mappings()
         handed = [TaskRecord.from_row(r) for r in rows]
     for task in handed:
-        try:
-            store.publisher.publish(message_for(task, store.settings.queue_prefix))
-        except Exception:  # left `queued`: the sweeper publishes it later
-            log.warning("could not publish handed-back task %s", task.id, exc_info=True)
+        try_publish(store, task)
     return len(handed)

@@ -25,7 +25,7 @@ from sqlalchemy import text
 
 from tasks_core.records import TaskRecord
 from tasks_core.repository import transition
-from tasks_core.services.enqueue import enqueue_many, message_for
+from tasks_core.services.enqueue import enqueue_many, try_publish
 from tasks_core.services.flow_run import fan_in, lock_chain
 from tasks_core.services.idempotency import forget_expired
 from tasks_core.services.run import Outcome, finish_task
@@ -89,11 +89,8 @@ def republish_stale(store: Store) -> int:
         stale = [TaskRecord.from_row(r) for r in rows]
         published: list[uuid.UUID] = []
         for task in stale:
-            try:
-                store.publisher.publish(message_for(task, settings.queue_prefix))
-            except Exception:  # the broker is down: try again next pass
-                log.warning("sweeper could not publish task %s", task.id, exc_info=True)
-                break
+            if not try_publish(store, task):
+                break  # the broker is down: try again next pass
             published.append(task.id)
         if published:
             # Re-arm the clock, and log the re-publish on each task.
@@ -178,10 +175,7 @@ def _requeue_lost(store: Store, run: TaskRecord) -> int:
         )
     if queued is None:
         return 0
-    try:
-        store.publisher.publish(message_for(queued, store.settings.queue_prefix))
-    except Exception:  # left `queued`: republish_stale publishes it later
-        log.warning("sweeper could not publish task %s", run.id, exc_info=True)
+    try_publish(store, queued)
     return 1
 
 
