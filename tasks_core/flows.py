@@ -153,7 +153,7 @@ def _parse_step(raw: Any, index: int) -> Step:
     if unknown:
         raise ValidationFailed(f"{where} has unknown fields: {', '.join(unknown)}")
     step_id = raw.get("id")
-    if not isinstance(step_id, str) or not _STEP_ID.match(step_id):
+    if not isinstance(step_id, str) or not _STEP_ID.fullmatch(step_id):
         raise ValidationFailed(
             f"{where}.id must be 1 to 64 letters, digits, _ or -, not {step_id!r}"
         )

@@ -19,7 +19,7 @@ _NAME_RE = re.compile(NAME_PATTERN)
 
 def is_valid_name(value: str) -> bool:
     """Whether ``value`` may be used as a kind or an executor id."""
-    return bool(_NAME_RE.match(value))
+    return bool(_NAME_RE.fullmatch(value))
 
 
 def queue_name(kind: str, executor_id: str | None, prefix: str = "tasks") -> str:

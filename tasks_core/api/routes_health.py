@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from tasks_core.api.auth import StoreDep
 from tasks_core.api.errors import error_response
+from tasks_core.api.schemas import ErrorResponse
 
 router = APIRouter(tags=["health"])
 
@@ -18,7 +19,11 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Database and broker reachable")
+@router.get(
+    "/readyz",
+    summary="Database and broker reachable",
+    responses={503: {"model": ErrorResponse, "description": "PostgreSQL or Redis unreachable"}},
+)
 def readyz(*, store: StoreDep) -> JSONResponse:
     """200 when PostgreSQL and Redis both answer, 503 naming the one that does not."""
     down = []

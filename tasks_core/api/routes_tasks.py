@@ -29,7 +29,7 @@ from tasks_core.status import Status
 TaskIdPath = Annotated[str, Path(alias="taskId", description="The task's id.")]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 422, 429, 503)
 }
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"], responses=ERRORS)

@@ -9,7 +9,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    Strict,
+    StrictBool,
+    StrictInt,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -17,6 +27,24 @@ from tasks_core.records import EventRecord, StateRecord, TaskRecord
 from tasks_core.services.create import TaskSpec
 from tasks_core.status import Status
 
+
+def _timestamp_string(value: Any) -> Any:
+    """A timestamp on the wire is an RFC 3339 string, never a number or a
+    numeric string (no Unix time)."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise PydanticCustomError(
+        "datetime_type", "must be an RFC 3339 date-time string, e.g. 2026-01-01T12:00:00Z"
+    )
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_timestamp_string)]
+Seconds = Annotated[float, Strict()]
 Text = Annotated[str, Field(max_length=10_000)]
 ShortText = Annotated[str, Field(max_length=256)]
 
@@ -47,7 +75,7 @@ class TaskCreate(WireModel):
     kind: ShortText = Field(description="Type of task, e.g. default, CallAction, Flow.")
     app_id: ShortText | None = Field(default=None, description="App associated with the task.")
     description: Text | None = None
-    ended_at: datetime | None = Field(default=None, description="When execution completed.")
+    ended_at: Timestamp | None = Field(default=None, description="When execution completed.")
     executor_id: ShortText | None = Field(
         default=None, description="Which executor (worker pool) should run the task."
     )
@@ -57,18 +85,18 @@ class TaskCreate(WireModel):
         default=None, description="Task-specific parameters as key-value pairs."
     )
     parent_id: ShortText | None = Field(default=None, description="Parent task, same organization.")
-    started_at: datetime | None = Field(default=None, description="When execution began.")
+    started_at: Timestamp | None = Field(default=None, description="When execution began.")
     stateful: StrictBool = Field(default=False, description="Create and link a state object.")
     status: Status = Field(default=Status.CREATED, description="Initial status (default created).")
     target_id: ShortText | None = Field(default=None, description="Target resource or action.")
     title: Text | None = None
-    max_attempts: int = Field(
+    max_attempts: StrictInt = Field(
         default=1, ge=1, le=100, description="Runs allowed before a failure is final (retries + 1)."
     )
-    timeout_seconds: float | None = Field(
+    timeout_seconds: Seconds | None = Field(
         default=None, gt=0, le=604_800, description="A run longer than this fails with `timeout`."
     )
-    queue_timeout_seconds: float | None = Field(
+    queue_timeout_seconds: Seconds | None = Field(
         default=None,
         gt=0,
         le=604_800,
@@ -118,14 +146,14 @@ class TaskUpdate(WireModel):
     """Body of ``PUT /v1/tasks/{taskId}``: only the fields sent are changed."""
 
     description: Text | None = None
-    ended_at: datetime | None = None
+    ended_at: Timestamp | None = None
     errors: list[ErrorItem] | None = None
     executor_id: ShortText | None = None
     input: JsonValue = None
     output: JsonValue = None
     params: dict[str, JsonValue] | None = None
     parent_id: ShortText | None = None
-    started_at: datetime | None = None
+    started_at: Timestamp | None = None
     status: Status | None = None
     title: Text | None = None
 

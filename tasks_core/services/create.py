@@ -127,7 +127,8 @@ def _new_task(caller: Caller, spec: TaskSpec, *, limits: Limits) -> NewTask:
             "status 'queued' is set by the service when it publishes a task; "
             "create the task with status 'created' to have it queued"
         )
-    started_at, ended_at = as_utc(spec.started_at), as_utc(spec.ended_at)
+    started_at = as_utc(spec.started_at, field="startedAt")
+    ended_at = as_utc(spec.ended_at, field="endedAt")
     check_times(started_at, ended_at)
     if spec.kind == FLOW_KIND and spec.status is Status.CREATED:
         check_flow_definition(spec.params, spec.target_id, limits=limits)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from pydantic.alias_generators import to_camel
 from sqlalchemy import Connection
 
 from tasks_core.errors import InvalidTransition, NotFound, ValidationFailed
@@ -115,7 +116,7 @@ def _checked_fields(
     check_name("executorId", fields.get("executor_id"))
     for name in ("started_at", "ended_at"):
         if name in fields:
-            fields[name] = as_utc(fields[name])
+            fields[name] = as_utc(fields[name], field=to_camel(name))
     check_times(fields.get("started_at", task.started_at), fields.get("ended_at", task.ended_at))
     if fields.get("parent_id") is not None:
         fields["parent_id"] = _checked_parent(conn, caller, task.id, fields["parent_id"])

@@ -29,11 +29,20 @@ def check_times(started_at: datetime | None, ended_at: datetime | None) -> None:
         )
 
 
-def as_utc(value: datetime | None) -> datetime | None:
-    """Timestamps without a zone are read as UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+def as_utc(value: datetime | None, *, field: str) -> datetime | None:
+    """A timestamp in UTC (one without a zone is read as UTC). It must stay
+    within years 1 to 9999 once in UTC, as PostgreSQL and the API's own
+    answers need."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValidationFailed(
+            f"{field} {value.isoformat()} is outside years 1 to 9999 once in UTC"
+        ) from None
 
 
 def parse_task_id(value: str | uuid.UUID, *, field: str = "task") -> uuid.UUID:
