@@ -16,6 +16,7 @@ from tasks_core.services.run import Outcome, claim_task, finish_task
 from tasks_core.services.store import Store
 from tasks_core.status import Status
 from tests.support.api import OrgClient
+from tests.support.figures import report
 from worker.flows import run_flow
 
 CHILDREN = 500
@@ -64,7 +65,7 @@ def test_fan_in_completes_the_flow_exactly_once_under_duplicate_concurrent_compl
     assert fan_ins == CHILDREN
     assert ignored == CHILDREN
     assert parent.output == {f"s{i}": {"n": f"s{i}"} for i in range(CHILDREN)}
-    print(
+    report(
         f"\nfan-in race: children={CHILDREN} threads={THREADS} deliveries_per_outcome=2 "
         f"terminal_events={terminal_events} fan_ins={fan_ins} ignored={ignored} "
         f"seconds={elapsed:.2f}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from tests.support.api import OrgClient, wait_for_status
+from tests.support.figures import report
 from tests.support.workers import WorkerProcess
 
 STEPS = 2000
@@ -23,7 +24,7 @@ def test_a_flow_of_2000_echo_steps_completes(client: OrgClient, worker: WorkerPr
     assert flow["output"] == {f"e{i}": i for i in range(STEPS)}
     page = client.get("/v1/tasks", params={"parentId": created["id"], "limit": 1}).json()
     assert page["items"][0]["status"] == "completed"
-    print(
+    report(
         f"\nflow of {STEPS} echo steps: seconds={elapsed:.1f} "
         f"steps_per_second={STEPS / elapsed:.0f} (worker concurrency 2)"
     )

@@ -16,6 +16,7 @@ from tasks_core.repository import get_task
 from tasks_core.services.create import TaskSpec, create_task
 from tasks_core.services.run import Outcome, claim_task, finish_task, retry_task
 from tasks_core.status import Status
+from tests.support.figures import report
 from tests.support.stack import stack
 from worker.runner import run_task
 
@@ -46,7 +47,7 @@ def test_a_message_delivered_twice_at_once_runs_once(monkeypatch: pytest.MonkeyP
             ).scalar_one()
         assert len(ran) == TASKS and handler_runs == TASKS and claims == TASKS
         assert set(terminal.values()) == {1}
-        print(
+        report(
             f"\nduplicate delivery: tasks={TASKS} deliveries={2 * TASKS} claims={claims} "
             f"handler_runs={handler_runs} terminal_events={sum(terminal.values())}"
         )
@@ -73,7 +74,7 @@ def test_a_stale_attempt_finishing_after_its_retry_started_changes_nothing() -> 
         )
         assert done is not None and done.output == "fresh"
         assert system.terminal_events([task.id]) == {task.id: 1}
-        print("\nstale attempt: attempts=2 stale_writes_applied=0 terminal_events=1")
+        report("\nstale attempt: attempts=2 stale_writes_applied=0 terminal_events=1")
 
 
 def test_a_poison_task_fails_after_its_attempts_instead_of_looping() -> None:
@@ -92,7 +93,7 @@ def test_a_poison_task_fails_after_its_attempts_instead_of_looping() -> None:
         )
         assert final.attempt == 3 and attempts == 3
         system.wait_all([healthy.id], ("completed",), timeout=30)  # the pool survived
-        print(
+        report(
             f"\npoison: max_attempts=3 handler_runs={attempts} status={final.status.value} "
             f"code={final.errors[0]['code']}"
         )
@@ -116,4 +117,4 @@ def test_sigterm_hands_back_a_long_task_and_another_worker_finishes_it() -> None
         with system.store.statement() as conn:
             final = get_task(conn, system.caller.organization_id, task.id)
         assert final is not None and final.attempt == 2
-        print("\ngraceful shutdown: finished_in_grace=1 handed_back=1 left_running=0")
+        report("\ngraceful shutdown: finished_in_grace=1 handed_back=1 left_running=0")

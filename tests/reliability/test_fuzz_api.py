@@ -88,6 +88,7 @@ from tasks_core.services.store import Store
 from tasks_core.settings import Settings
 from tests.support.api import issue_key
 from tests.support.databases import create_database, drop_database
+from tests.support.figures import report as report_figure
 
 pytestmark = pytest.mark.integration
 
@@ -260,7 +261,7 @@ def fuzz_summary() -> Iterator[None]:
     started = time.monotonic()
     yield
     statuses = ",".join(f"{s}:{n}" for s, n in sorted(TALLY.statuses.items()))
-    print(
+    report_figure(
         f"\nfuzz: operations={len(TALLY.operations)} examples={TALLY.examples}"
         f" stateful_steps={TALLY.stateful_steps} explicit_requests={TALLY.explicit_requests}"
         f" server_errors={TALLY.problems['server_error']}"

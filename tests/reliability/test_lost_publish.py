@@ -5,6 +5,7 @@ from __future__ import annotations
 from tasks_core.publisher import MemoryPublisher
 from tasks_core.services.create import TaskSpec, create_task
 from tasks_core.services.store import Store
+from tests.support.figures import report
 from tests.support.stack import stack
 
 TASKS = 100
@@ -27,6 +28,6 @@ def test_tasks_whose_publish_was_lost_are_run_by_the_sweeper() -> None:
         stuck = sum(n for s, n in system.statuses(ids).items() if s != "completed")
         doubled = sum(1 for n in system.terminal_events(ids).values() if n != 1)
         assert stuck == 0 and doubled == 0
-        print(
+        report(
             f"\nlost publish: tasks={TASKS} lost_publishes={TASKS} stuck={stuck} double={doubled}"
         )

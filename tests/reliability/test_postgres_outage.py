@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from tasks_core.api.app import create_app
 from tasks_core.keys import create_key
+from tests.support.figures import report
 from tests.support.stack import stack
 from tests.support.wait import wait_until
 
@@ -50,7 +51,7 @@ def test_api_answers_503_while_postgres_is_down_and_every_accepted_task_complete
         system.wait_all(accepted, ("completed",), timeout=180)
         double = sum(1 for n in system.terminal_events(accepted).values() if n != 1)
         assert double == 0
-        print(
+        report(
             f"\npostgres outage: accepted={len(accepted)} refused_503={len(refused)} "
             f"completed={len(accepted)} lost=0 double={double}"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 
 from tasks_core.services.create import TaskSpec, create_task
+from tests.support.figures import report
 from tests.support.stack import stack
 from tests.support.wait import wait_until
 
@@ -34,7 +35,7 @@ def test_tasks_queued_in_a_redis_that_restarts_empty_all_complete() -> None:
         double = sum(1 for n in system.terminal_events(ids).values() if n != 1)
         assert counts == {"completed": TASKS} and double == 0
         assert worker.process is not None and worker.process.poll() is None  # reconnected
-        print(
+        report(
             f"\nredis restart: tasks={TASKS} messages_lost_in_restart={depth_before} "
             f"completed={counts['completed']} lost=0 double={double}"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 
 from tasks_core.services.create import TaskSpec, create_task
+from tests.support.figures import report
 from tests.support.stack import stack
 from tests.support.wait import wait_until
 
@@ -41,7 +42,7 @@ def test_kill_9_of_workers_mid_task_loses_nothing_and_finishes_nothing_twice() -
         assert lost == 0 and double == 0, (counts, double)
         assert counts.get("completed", 0) == TASKS, counts
         assert "running" not in counts
-        print(
+        report(
             f"\nworker kills: tasks={TASKS} kills={kills} lost={lost} double={double} "
             f"handler_starts={started} handler_finishes={finished} "
             f"interrupted_runs={started - finished}"
