@@ -8,6 +8,8 @@ from fastapi.testclient import TestClient
 
 from tasks_core.api.app import create_app
 from tasks_core.keys import create_key
+from tasks_core.repository import get_task
+from tasks_core.services.create import TaskSpec, create_task
 from tests.support.figures import report
 from tests.support.stack import stack
 from tests.support.wait import wait_until
@@ -55,3 +57,23 @@ def test_api_answers_503_while_postgres_is_down_and_every_accepted_task_complete
             f"\npostgres outage: accepted={len(accepted)} refused_503={len(refused)} "
             f"completed={len(accepted)} lost=0 double={double}"
         )
+
+
+def test_an_outcome_computed_while_postgres_is_down_is_written_when_it_returns() -> None:
+    # A lease longer than the outage: the run is not presumed dead meanwhile.
+    with stack(lease_seconds=60) as system:
+        worker = system.start_worker("--concurrency", "1", env={"LEASE_SECONDS": "60"})
+        spec = TaskSpec(kind="CallAction", target_id="test/work", input={"seconds": 0.5})
+        task = create_task(system.store, system.caller, spec)
+        system.wait_all([task.id], ("running",), timeout=30)
+        system.postgres.stop()
+        # The handler finishes while the database is down; the worker keeps the outcome.
+        wait_until(
+            lambda: "retrying the outcome of task" in worker.log(), timeout=30, interval=0.05
+        )
+        system.postgres.start()
+        system.wait_all([task.id], ("completed",), timeout=60)
+        with system.store.statement() as conn:
+            final = get_task(conn, system.caller.organization_id, task.id)
+        assert final is not None and final.attempt == 1 and final.output == {"attempt": 1}
+        report("postgres outage mid-run: outcomes_kept=1 reruns=0")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from tasks_core.devservers import EmbeddedPostgres, EmbeddedRedis
 from tasks_core.keys import create_key, ensure_organization
@@ -87,13 +88,21 @@ class Stack:
             return {r.status: int(r.n) for r in rows}
 
     def wait_all(self, ids: Sequence[uuid.UUID], statuses: tuple[str, ...], timeout: float) -> None:
+        last: dict[str, int] = {}
+
         def done() -> bool:
-            counts = self.statuses(ids)
+            try:
+                counts = self.statuses(ids)
+            except OperationalError:  # a pooled connection from before a restart
+                return False
+            last.clear()
+            last.update(counts)
             return sum(counts.get(s, 0) for s in statuses) == len(ids)
 
-        wait_until(
-            done, timeout=timeout, interval=0.1, message=f"not all {statuses}: {self.statuses(ids)}"
-        )
+        try:
+            wait_until(done, timeout=timeout, interval=0.1)
+        except AssertionError:
+            raise AssertionError(f"not all tasks reached {statuses}: {last}") from None
 
     def terminal_events(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
         """How many terminal status events each task has (exactly one is right)."""
@@ -123,13 +132,13 @@ def stack(*, durable: bool = False, **settings: Any) -> Iterator[Stack]:
     the_stack: Stack | None = None
     try:
         upgrade(postgres.url)
+        recovery = {
+            "lease_seconds": float(RECOVERY["LEASE_SECONDS"]),
+            "republish_after_seconds": float(RECOVERY["REPUBLISH_AFTER_SECONDS"]),
+            "sweep_interval_seconds": float(RECOVERY["SWEEP_INTERVAL_SECONDS"]),
+        }
         config = Settings(
-            database_url=postgres.url,
-            redis_url=redis_server.url,
-            lease_seconds=float(RECOVERY["LEASE_SECONDS"]),
-            republish_after_seconds=float(RECOVERY["REPUBLISH_AFTER_SECONDS"]),
-            sweep_interval_seconds=float(RECOVERY["SWEEP_INTERVAL_SECONDS"]),
-            **settings,
+            database_url=postgres.url, redis_url=redis_server.url, **{**recovery, **settings}
         )
         store = store_from_settings(config)
         with store.transaction() as conn:
