@@ -32,9 +32,9 @@ Bounded by default (``FUZZ_EXAMPLES`` = 30 examples per operation and mode,
 derandomized, so CI runs are fast and repeatable). Longer, or with a different
 (random) exploration:
 
-    FUZZ_EXAMPLES=500 /work/venv/bin/pytest -q tests/reliability/test_fuzz_api.py \
+    FUZZ_EXAMPLES=500 .venv/bin/python -m pytest -q tests/reliability/test_fuzz_api.py \
         -p no:cacheprovider -s -k "fuzz_operation or fuzz_stateful or bad_keys"
-    FUZZ_EXAMPLES=300 FUZZ_SEED=12345 /work/venv/bin/pytest -q \
+    FUZZ_EXAMPLES=300 FUZZ_SEED=12345 .venv/bin/python -m pytest -q \
         tests/reliability/test_fuzz_api.py -p no:cacheprovider -s -k "fuzz_operation"
 
 (the ``-k`` selects the generative tests; the hand-made bodies do not scale
