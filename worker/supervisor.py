@@ -60,7 +60,6 @@ class Supervisor:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name=f"watch-{task.id}", daemon=True)
         self.timed_out = False
-        self.superseded = False  # cancelled, finished elsewhere, or another attempt took over
 
     def __enter__(self) -> Supervisor:
         self._thread.start()
@@ -100,8 +99,7 @@ class Supervisor:
                 self.timed_out = True
                 self._ctx.request_stop(timed_out=True)
                 stop_asked = now
-            elif not self._renew():
-                self.superseded = True
+            elif not self._renew():  # cancelled, finished elsewhere, or handed to another attempt
                 self._ctx.request_stop()
                 stop_asked = now
 
