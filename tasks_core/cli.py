@@ -110,7 +110,7 @@ def _run_sweeper(_: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     store = store_from_settings(get_settings())
     run_sweeper(store, stop)
-    store.engine.dispose()
+    store.dispose()
     return 0
 
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.orm import Session, sessionmaker
 
 from tasks_core.settings import Settings, get_settings
 
@@ -20,11 +17,19 @@ def sqlalchemy_url(database_url: str) -> str:
     )
 
 
-def make_engine(database_url: str, settings: Settings | None = None) -> Engine:
+def make_engine(
+    database_url: str, settings: Settings | None = None, *, synchronous_commit: bool = True
+) -> Engine:
     """A pooled engine. No pre-ping: it would cost a round trip per checkout;
-    a broken connection is discarded by SQLAlchemy when it fails instead."""
+    a broken connection is discarded by SQLAlchemy when it fails instead.
+
+    ``synchronous_commit=False`` makes an engine whose commits return before
+    their WAL is flushed (no fsync wait), for writes that may be lost in a
+    database crash without harm (see ``Store.relaxed_statement``)."""
     settings = settings or get_settings()
     options = f"-c statement_timeout={settings.db_statement_timeout_ms} -c timezone=UTC"
+    if not synchronous_commit:
+        options += " -c synchronous_commit=off"
     return create_engine(
         sqlalchemy_url(database_url),
         pool_size=settings.db_pool_size,
@@ -33,14 +38,3 @@ def make_engine(database_url: str, settings: Settings | None = None) -> Engine:
         pool_timeout=10,
         connect_args={"options": options, "connect_timeout": 5},
     )
-
-
-@lru_cache(maxsize=8)
-def engine_for(database_url: str) -> Engine:
-    """The process-wide engine of a database URL."""
-    return make_engine(database_url)
-
-
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions that keep loaded rows usable after commit (they are converted right after)."""
-    return sessionmaker(engine, expire_on_commit=False)

@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             yield
         finally:
             if owned:
-                app.state.store.engine.dispose()
+                app.state.store.dispose()
 
     app = FastAPI(
         title="tasks-core",

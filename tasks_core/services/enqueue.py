@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy.exc import DBAPIError
+
 from tasks_core.publisher import TaskMessage
 from tasks_core.queues import queue_name
 from tasks_core.records import TaskRecord
@@ -50,17 +52,19 @@ def enqueue(store: Store, task: TaskRecord) -> TaskRecord:
     """
     if not try_publish(store, task):
         return task
-    with store.statement() as conn:
-        moved = transition(
-            conn,
-            task.id,
-            Status.QUEUED,
-            actor=PUBLISHER_ACTOR,
-            sources={Status.CREATED},
-        )
-        if moved is not None:
-            return moved
-        return get_task(conn, task.organization_id, task.id) or task
+    try:
+        with store.relaxed_statement() as conn:
+            moved = transition(
+                conn, task.id, Status.QUEUED, actor=PUBLISHER_ACTOR, sources={Status.CREATED}
+            )
+            if moved is not None:
+                return moved
+            return get_task(conn, task.organization_id, task.id) or task
+    except DBAPIError:
+        # Stored and published: only the `queued` mark is missing, which
+        # nothing depends on (the claim takes `created` too).
+        log.warning("task %s published but not marked queued", task.id, exc_info=True)
+        return task
 
 
 def enqueue_many(store: Store, tasks: list[TaskRecord]) -> None:
@@ -69,5 +73,8 @@ def enqueue_many(store: Store, tasks: list[TaskRecord]) -> None:
     `created` for the sweeper."""
     published = [task.id for task in tasks if try_publish(store, task)]
     if published:
-        with store.statement() as conn:
-            mark_queued(conn, published, actor=PUBLISHER_ACTOR)
+        try:
+            with store.relaxed_statement() as conn:
+                mark_queued(conn, published, actor=PUBLISHER_ACTOR)
+        except DBAPIError:  # published already; see enqueue()
+            log.warning("%d published tasks not marked queued", len(published), exc_info=True)

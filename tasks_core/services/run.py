@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
 
 from tasks_core.flows import Step
 from tasks_core.records import TaskRecord
@@ -43,7 +44,17 @@ def claim_task(store: Store, task_id: uuid.UUID, *, worker: str) -> TaskRecord |
     `created` is accepted too: a worker may see the message before the
     publisher has marked the task `queued`.
     """
-    with store.statement() as conn:
+    try:
+        return _claim(store, task_id, worker=worker)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        # A pooled connection from before a database restart: once more, fresh.
+        return _claim(store, task_id, worker=worker)
+
+
+def _claim(store: Store, task_id: uuid.UUID, *, worker: str) -> TaskRecord | None:
+    with store.relaxed_statement() as conn:
         return transition(
             conn,
             task_id,
@@ -59,7 +70,7 @@ def claim_task(store: Store, task_id: uuid.UUID, *, worker: str) -> TaskRecord |
 def renew_lease(store: Store, task_id: uuid.UUID, attempt: int) -> bool:
     """Extend the lease of a run; False when the run is no longer current
     (the task was cancelled, finished, or handed to another attempt)."""
-    with store.statement() as conn:
+    with store.relaxed_statement() as conn:
         row = conn.execute(
             text(
                 "UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease) "

@@ -159,7 +159,7 @@ def stack(*, durable: bool = False, **settings: Any) -> Iterator[Stack]:
             for worker in the_stack.workers:
                 worker.kill()
         if store is not None:
-            store.engine.dispose()
+            store.dispose()
         redis_server.stop()
         postgres.stop()
         shutil.rmtree(root, ignore_errors=True)
