@@ -20,13 +20,14 @@ from tasks_core.publisher import RUN_TASK
 from tasks_core.queues import queue_name
 from tasks_core.services.store import Store, store_from_settings
 from tasks_core.settings import Settings, get_settings
-from worker import supervisor
+from worker import broker_fixes, supervisor
 
 log = logging.getLogger(__name__)
 
 
 def create_celery(settings: Settings) -> Celery:
     """A Celery app for ``settings``; its one task runs tasks by id."""
+    broker_fixes.install()
     app = Celery("tasks_core_worker", broker=settings.redis_url or "redis://127.0.0.1:6379/0")
     app.conf.update(
         # JSON only: a message is an id, and pickle from a broker is remote code execution.

@@ -14,7 +14,10 @@ TASKS = 500
 
 def test_tasks_queued_in_a_redis_that_restarts_empty_all_complete() -> None:
     with stack() as system:
-        spec = TaskSpec(kind="CallAction", target_id="builtin/echo", input="x")
+        # A run cut off by the broker connection loss is cancelled by its worker
+        # (worker_cancel_long_running_tasks_on_connection_loss) and runs again:
+        # attempts to spare keep such a task from failing `worker_lost`.
+        spec = TaskSpec(kind="CallAction", target_id="builtin/echo", input="x", max_attempts=3)
         first = [create_task(system.store, system.caller, spec).id for _ in range(TASKS // 2)]
         worker = system.start_worker("--concurrency", "2")
         # Mid-run: some done, most still queued in Redis.
