@@ -34,6 +34,7 @@ from tasks_core.publisher import CeleryPublisher
 from tasks_core.services.store import Store
 from tasks_core.settings import Settings
 from tests.support.api import OrgClient, error_of, issue_key
+from tests.support.wait import wait_until
 
 # --- cross-organization access ------------------------------------------------
 
@@ -265,9 +266,12 @@ def test_cli_creates_a_key_that_expires_in_n_days(
 def _fresh_window(margin: float = 3.0) -> int:
     """Wait, if needed, so that at least ``margin`` seconds of the current window
     remain (a test's requests must not straddle two windows); its start."""
-    left = WINDOW_SECONDS - time.time() % WINDOW_SECONDS
-    if left < margin:
-        time.sleep(left + 0.05)
+    wait_until(
+        lambda: WINDOW_SECONDS - time.time() % WINDOW_SECONDS >= margin,
+        timeout=margin + 1,
+        interval=0.05,
+        message="no fresh rate-limit window",
+    )
     return int(time.time() // WINDOW_SECONDS) * WINDOW_SECONDS
 
 
