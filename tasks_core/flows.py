@@ -339,10 +339,3 @@ def _lookup(ref: str, flow_input: Any, outputs: Mapping[str, Any]) -> Any:
         else:
             return None
     return current
-
-
-def referenced_steps(steps: list[Step]) -> set[str]:
-    """Ids of steps whose output some step refers to."""
-    return {
-        ref.split(".")[1] for s in steps for ref in refs_in(s.input) if ref.startswith("steps.")
-    }

@@ -276,7 +276,10 @@ WITH r AS (
     SELECT r.id, f.organization_id, f.author_id, f.app_id, f.id, f.state_id, r.kind, 'created',
            r.target_id, r.executor_id, r.title, r.input, coalesce(r.params, '{}'::jsonb),
            '[]'::jsonb, r.max_attempts, r.timeout_seconds, r.flow_step_id, now(), now()
-    FROM r CROSS JOIN (SELECT * FROM tasks WHERE id = :flow) AS f
+    -- Only what children inherit: a large Flow's params (its steps) are not read per spawn.
+    FROM r CROSS JOIN (
+        SELECT id, organization_id, author_id, app_id, state_id FROM tasks WHERE id = :flow
+    ) AS f
     ORDER BY r.id
     RETURNING *
 ), ev AS (

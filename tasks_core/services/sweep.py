@@ -10,9 +10,11 @@ way is found from there:
 - a task waiting longer than its ``queueTimeoutSeconds`` fails with
   ``queue_timeout``.
 
-Each pass takes bounded batches with ``FOR UPDATE SKIP LOCKED`` so that
-several sweepers share the work; duplicate publishes are harmless because
-the worker's claim is guarded. Every action lands in the task's event log.
+Re-publishing and lease recovery take bounded batches with ``FOR UPDATE SKIP
+LOCKED`` so that several sweepers share the work; queue timeouts are guarded
+updates that only one sweeper can apply. Duplicate publishes are harmless
+because the worker's claim is guarded. Every action lands in the task's
+event log.
 """
 
 from __future__ import annotations

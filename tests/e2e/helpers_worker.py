@@ -6,26 +6,16 @@ needs, so that no fixture is imported into a module's namespace unseen.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import redis
 from sqlalchemy import Engine, text
 
 from tests.support.api import OrgClient, wait_for_status
-from tests.support.wait import wait_until
-from tests.support.workers import FAST_WORKER_ENV, WorkerProcess
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support.workers import WorkerProcess
 
 
 def run(client: OrgClient, timeout: float = 20.0, **fields: Any) -> dict[str, Any]:
@@ -74,60 +64,6 @@ def queue_depth(client: redis.Redis, queue: str) -> int:
     return int(client.llen(queue))
 
 
-class CeleryProcess:
-    """A plain ``python -m celery -A worker worker`` process (no ``tasks-core`` CLI)."""
-
-    def __init__(self, env: dict[str, str], args: Sequence[str]) -> None:
-        self.env = {**os.environ, **FAST_WORKER_ENV, **env}
-        self.args = list(args)
-        self.log_path = Path(tempfile.mkstemp(prefix="celery-", suffix=".log")[1])
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 30.0) -> CeleryProcess:
-        """Start it and wait for Celery's " ready." line."""
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "worker", "worker", *self.args],
-                env=self.env,
-                cwd=REPO_ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        process = self.process
-        try:
-            wait_until(
-                lambda: " ready." in self.log() or process.poll() is not None,
-                timeout=timeout,
-                message=f"celery worker did not start; log:\n{self.log()}",
-            )
-            assert process.poll() is None, f"celery worker exited; log:\n{self.log()}"
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM (warm shutdown), then SIGKILL of the whole process group."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-
 def log_count(worker: WorkerProcess, needle: str) -> int:
     """How many times ``needle`` appears in a worker's log."""
     return worker.log().count(needle)
@@ -142,7 +78,7 @@ def start_many(
     return [future.result() for future in futures]
 
 
-def stop_many(processes: Sequence[WorkerProcess | CeleryProcess]) -> None:
+def stop_many(processes: Sequence[WorkerProcess]) -> None:
     """Stop several workers at once (a warm shutdown takes a few seconds each)."""
     with ThreadPoolExecutor(max_workers=max(1, len(processes))) as pool:
         futures = [pool.submit(process.stop) for process in processes]

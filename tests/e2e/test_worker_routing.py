@@ -18,7 +18,6 @@ from tasks_core.settings import Settings
 from tasks_core.status import Status
 from tests.e2e.conftest import worker_env
 from tests.e2e.helpers_worker import (
-    CeleryProcess,
     queue_depth,
     run,
     start_many,
@@ -27,7 +26,7 @@ from tests.e2e.helpers_worker import (
     worker_pid,
 )
 from tests.support.api import OrgClient, wait_for_status
-from tests.support.workers import WorkerProcess
+from tests.support.workers import PLAIN_CELERY_WORKER, WorkerProcess
 
 NO_HANDLER_KIND = "test.NoHandlerAnywhere"
 
@@ -39,7 +38,7 @@ class Pools:
     plain: WorkerProcess  # every known kind, no executor
     gpu: WorkerProcess  # every known kind, executor "gpu" only
     odd: WorkerProcess  # only NO_HANDLER_KIND, which has no handler
-    celery: CeleryProcess  # plain `celery -A worker worker -Q <plain prefix>.default`
+    celery: WorkerProcess  # plain `celery -A worker worker -Q <plain prefix>.default`
     plain_prefix: str  # the queue prefix only `celery` serves
 
 
@@ -48,7 +47,7 @@ def pools(start_worker: Callable[..., WorkerProcess], e2e_settings: Settings) ->
     # A prefix of its own for the plain Celery worker, so that the other
     # workers (which serve "<module prefix>.default") can not take its task.
     plain_prefix = f"{e2e_settings.queue_prefix}_plain"
-    celery = CeleryProcess(
+    celery = WorkerProcess(
         worker_env(e2e_settings.model_copy(update={"queue_prefix": plain_prefix})),
         [
             "-Q",
@@ -60,6 +59,7 @@ def pools(start_worker: Callable[..., WorkerProcess], e2e_settings: Settings) ->
             "-n",
             f"plain-{uuid.uuid4().hex[:8]}@%h",
         ],
+        command=PLAIN_CELERY_WORKER,
     )
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 
 import pytest
 from fastapi.testclient import TestClient
@@ -41,6 +42,26 @@ def http(store: Store) -> Iterator[TestClient]:
     """The real FastAPI app, served in-process, on the test's store."""
     with TestClient(create_app(store=store), raise_server_exceptions=False) as client:
         yield client
+
+
+@pytest.fixture
+def client_with(engine: Engine, store: Store) -> Iterator[Callable[..., OrgClient]]:
+    """Make a client of ``acme`` on another app over the same database, its
+    settings changed (``client_with(max_body_bytes=2048)``)."""
+    with ExitStack() as stack:
+
+        def make(**overrides: object) -> OrgClient:
+            settings = store.settings.model_copy(update=overrides)
+            publisher = store.publisher
+            if settings.redis_url != store.settings.redis_url:
+                publisher = CeleryPublisher(settings.redis_url)
+                stack.callback(publisher.close)
+            app = create_app(store=Store(engine=engine, publisher=publisher, settings=settings))
+            http = stack.enter_context(TestClient(app, raise_server_exceptions=False))
+            secret, key_id, org_id = issue_key(engine, "acme")
+            return OrgClient(http=http, key=secret, key_id=key_id, organization_id=org_id)
+
+        yield make
 
 
 @pytest.fixture

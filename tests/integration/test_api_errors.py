@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
 
-from tasks_core.api.app import create_app
-from tasks_core.services.store import Store
-from tasks_core.settings import Settings
-from tests.support.api import OrgClient, error_of, issue_key
+from tests.support.api import OrgClient, error_of
 
 SMALL_LIMIT = 2048
 
@@ -28,17 +24,9 @@ def assert_error_shape(response: httpx.Response) -> None:
 
 
 @pytest.fixture
-def small(engine: Engine, store: Store, settings: Settings) -> Iterator[OrgClient]:
+def small(client_with: Callable[..., OrgClient]) -> OrgClient:
     """A client of an app whose body limit is SMALL_LIMIT bytes."""
-    limited = Settings(
-        database_url=settings.database_url,
-        redis_url=settings.redis_url,
-        max_body_bytes=SMALL_LIMIT,
-    )
-    app = create_app(store=Store(engine=engine, publisher=store.publisher, settings=limited))
-    with TestClient(app, raise_server_exceptions=False) as client:
-        secret, key_id, org_id = issue_key(engine, "acme")
-        yield OrgClient(http=client, key=secret, key_id=key_id, organization_id=org_id)
+    return client_with(max_body_bytes=SMALL_LIMIT)
 
 
 def json_of_size(size: int) -> bytes:

@@ -3,17 +3,12 @@ naming the step, nothing stored); a registered flow (targetId) is left to the wo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy import Engine
 
-from tasks_core.api.app import create_app
-from tasks_core.services.store import Store
-from tasks_core.settings import Settings
-from tests.support.api import OrgClient, error_of, issue_key
+from tests.support.api import OrgClient, error_of
 
 MAX_STEPS = 3
 MAX_DEPTH = 2
@@ -48,18 +43,9 @@ def refused(client: OrgClient, **fields: Any) -> str:
 
 
 @pytest.fixture
-def limited(engine: Engine, store: Store, settings: Settings) -> Iterator[OrgClient]:
+def limited(client_with: Callable[..., OrgClient]) -> OrgClient:
     """A client of an app allowing MAX_STEPS steps per Flow and MAX_DEPTH levels of nesting."""
-    small = Settings(
-        database_url=settings.database_url,
-        redis_url=settings.redis_url,
-        flow_max_steps=MAX_STEPS,
-        flow_max_depth=MAX_DEPTH,
-    )
-    app = create_app(store=Store(engine=engine, publisher=store.publisher, settings=small))
-    with TestClient(app, raise_server_exceptions=False) as client:
-        secret, key_id, org_id = issue_key(engine, "acme")
-        yield OrgClient(http=client, key=secret, key_id=key_id, organization_id=org_id)
+    return client_with(flow_max_steps=MAX_STEPS, flow_max_depth=MAX_DEPTH)
 
 
 def test_a_flow_with_a_cycle_is_422_naming_a_step_on_it(acme: OrgClient) -> None:

@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy import Engine
 
-from tasks_core.api.app import create_app
 from tasks_core.devservers import free_port
-from tasks_core.publisher import CeleryPublisher
-from tasks_core.services.store import Store
-from tasks_core.settings import Settings
-from tests.support.api import OrgClient, issue_key
+from tests.support.api import OrgClient
 
 
 @pytest.fixture
-def no_broker(engine: Engine, settings: Settings) -> Iterator[OrgClient]:
+def no_broker(client_with: Callable[..., OrgClient]) -> OrgClient:
     """The API with a Redis URL where nothing listens."""
-    dead = Settings(
-        database_url=settings.database_url, redis_url=f"redis://127.0.0.1:{free_port()}/0"
-    )
-    publisher = CeleryPublisher(dead.redis_url)
-    store = Store(engine=engine, publisher=publisher, settings=dead)
-    with TestClient(create_app(store=store), raise_server_exceptions=False) as http:
-        secret, key_id, org_id = issue_key(engine, "acme")
-        yield OrgClient(http=http, key=secret, key_id=key_id, organization_id=org_id)
-    publisher.close()
+    return client_with(redis_url=f"redis://127.0.0.1:{free_port()}/0")
 
 
 def test_create_keeps_the_task_created_when_redis_is_down(no_broker: OrgClient) -> None:

@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy import Engine
 
-from tasks_core.api.app import create_app
-from tasks_core.publisher import CeleryPublisher
-from tasks_core.services.store import Store
-from tasks_core.settings import Settings
-from tests.support.api import OrgClient, error_of, issue_key
+from tests.support.api import OrgClient, error_of
 from worker.outcome import from_result
 
 LIMIT = 100
 
 
 @pytest.fixture
-def small(engine: Engine, settings: Settings) -> Iterator[OrgClient]:
-    limited = settings.model_copy(
-        update={"max_input_bytes": LIMIT, "max_output_bytes": LIMIT, "max_params_bytes": LIMIT}
-    )
-    publisher = CeleryPublisher(limited.redis_url)
-    store = Store(engine=engine, publisher=publisher, settings=limited)
-    with TestClient(create_app(store=store), raise_server_exceptions=False) as http:
-        secret, key_id, org_id = issue_key(engine, "acme")
-        yield OrgClient(http=http, key=secret, key_id=key_id, organization_id=org_id)
-    publisher.close()
+def small(client_with: Callable[..., OrgClient]) -> OrgClient:
+    return client_with(max_input_bytes=LIMIT, max_output_bytes=LIMIT, max_params_bytes=LIMIT)
 
 
 @pytest.mark.parametrize("field", ["input", "output", "params"])

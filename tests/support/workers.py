@@ -24,32 +24,57 @@ FAST_WORKER_ENV = {
 }
 
 
-class WorkerProcess:
-    """One ``tasks-core worker`` (a Celery main process and its pool)."""
+TASKS_CORE_WORKER = (sys.executable, "-m", "tasks_core.cli", "worker")
+PLAIN_CELERY_WORKER = (sys.executable, "-m", "celery", "-A", "worker", "worker")
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
-    def __init__(self, env: dict[str, str], args: Sequence[str] = ()) -> None:
+
+class WorkerProcess:
+    """One worker: ``tasks-core worker`` by default, or plain Celery's
+    ``celery -A worker worker`` (a Celery main process and its pool)."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        args: Sequence[str] = (),
+        *,
+        command: Sequence[str] = TASKS_CORE_WORKER,
+    ) -> None:
         self.env = {**os.environ, **FAST_WORKER_ENV, **env}
-        self.args = list(args)
+        self.command = [*command, *args]
         self.log_path = Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1])
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> WorkerProcess:
-        """Start it and wait until Celery reports it consumes its queues."""
+        """Start it and wait until Celery reports it consumes its queues
+        (a worker that fails to start is killed before the error is raised)."""
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tasks_core.cli", "worker", *self.args],
+                self.command,
                 env=self.env,
+                cwd=REPO_ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_until(
-            lambda: " ready." in self.log() or self.process.poll() is not None,  # type: ignore[union-attr]
-            timeout=timeout,
-            message=f"worker did not start; log:\n{self.log()}",
-        )
-        assert self.process.poll() is None, f"worker exited; log:\n{self.log()}"
+        process = self.process
+        try:
+            wait_until(
+                lambda: " ready." in self.log() or process.poll() is not None,
+                timeout=timeout,
+                message=f"worker did not start; log:\n{self.log()}",
+            )
+            assert process.poll() is None, f"worker exited; log:\n{self.log()}"
+        except BaseException:
+            self.kill()
+            raise
         return self
+
+    @property
+    def pid(self) -> int:
+        """The main process."""
+        assert self.process is not None
+        return self.process.pid
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
