@@ -101,8 +101,8 @@ def _run_sweeper(_: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from tasks_core.services.store import store_from_settings
-    from worker.sweeper import run_sweeper
+    from tasks_core.recovery import run_sweeper
+    from tasks_core.store import store_from_settings
 
     _database_url()
     stop = threading.Event()
@@ -143,8 +143,8 @@ def _days(value: str) -> int:
 def _run_keys_create(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from tasks_core.db import make_engine
-    from tasks_core.keys import create_key, ensure_organization
+    from tasks_core.storage.db import make_engine
+    from tasks_core.storage.keys import create_key, ensure_organization
 
     expires_at = (
         datetime.now(UTC) + timedelta(days=args.expires_in_days)
@@ -166,9 +166,9 @@ def _run_keys_create(args: argparse.Namespace) -> int:
 
 
 def _run_keys_revoke(args: argparse.Namespace) -> int:
-    from tasks_core.db import make_engine
     from tasks_core.errors import NotFound
-    from tasks_core.keys import revoke_key
+    from tasks_core.storage.db import make_engine
+    from tasks_core.storage.keys import revoke_key
 
     try:
         key_id = uuid.UUID(args.id)

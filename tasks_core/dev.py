@@ -21,11 +21,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from tasks_core.db import make_engine
-from tasks_core.keys import authenticate, create_key, ensure_organization
 from tasks_core.migrate import upgrade
-from tasks_core.services.store import store_from_settings
 from tasks_core.settings import Settings
+from tasks_core.storage.db import make_engine
+from tasks_core.storage.keys import authenticate, create_key, ensure_organization
+from tasks_core.store import store_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ DEV_ORGANIZATION = "dev"
 def run_dev(*, data_dir: str, host: str, port: int, concurrency: int = 2) -> int:
     """Start what is missing, serve the API, stop it all on Ctrl-C."""
     from tasks_core.devservers import EmbeddedPostgres, EmbeddedRedis
-    from worker.sweeper import start_in_thread
+    from tasks_core.recovery import start_in_thread
 
     root = Path(data_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from tasks_core.db import sqlalchemy_url
+from tasks_core.storage.db import sqlalchemy_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 

@@ -18,8 +18,8 @@ from celery.signals import worker_process_init, worker_shutting_down
 
 from tasks_core.publisher import RUN_TASK
 from tasks_core.queues import queue_name
-from tasks_core.services.store import Store, store_from_settings
 from tasks_core.settings import Settings, get_settings
+from tasks_core.store import Store, store_from_settings
 from worker import broker_fixes, supervisor
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def _on_shutting_down(sender: str, how: str, **_: Any) -> None:
 
 
 def _hand_back_and_stop(node: str) -> None:
-    from tasks_core.services.run import hand_back
+    from tasks_core.worker_protocol import hand_back
 
     try:
         handed = hand_back(process_store(), node_prefix=f"{node}:", actor=f"worker:{node}")

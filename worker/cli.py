@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import uuid
 
-from tasks_core.flows import FLOW_KIND
+from tasks_core.flow_definitions import FLOW_KIND
 from tasks_core.queues import queue_name
 from tasks_core.settings import get_settings
 from worker.registry import import_modules, registry

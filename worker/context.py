@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from tasks_core.errors import Conflict
 from tasks_core.records import TaskRecord
-from tasks_core.services.store import Store
+from tasks_core.store import Store
 from worker.errors import Cancelled, TimedOut
 
 

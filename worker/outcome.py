@@ -11,8 +11,8 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from tasks_core.services.run import Outcome
 from tasks_core.status import Status
+from tasks_core.worker_protocol import Outcome
 from worker.errors import (
     INVALID_OUTPUT,
     OUTPUT_TOO_LARGE,

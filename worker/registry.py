@@ -1,4 +1,4 @@
-"""Which code runs a task: handlers by ``kind``, actions by name.
+"""Which code runs a task: handlers by ``kind``, actions and flows by name.
 
 Application code registers its own with the decorators and lists its modules
 in ``TASKS_IMPORTS``; the worker imports them at start-up::
@@ -10,6 +10,9 @@ in ``TASKS_IMPORTS``; the worker imports them at start-up::
 
     @action("billing/charge")
     def charge(ctx): ...
+
+    @flow("onboarding")          # a Flow task with targetId "onboarding" runs these steps
+    def onboarding(ctx): return [{"id": "account", "kind": "CallAction", ...}]
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ F = TypeVar("F", bound=Handler)
 
 
 class Registry:
-    """Handlers by kind and actions by name, each name registered once."""
+    """Handlers by kind, actions and flows by name, each name registered once."""
 
     def __init__(self) -> None:
         self.handlers: dict[str, Handler] = {}
         self.actions: dict[str, Handler] = {}
+        # A flow returns its steps: a list, or {"mode": ..., "steps": [...]}.
+        self.flows: dict[str, Handler] = {}
 
     def handler(self, kind: str) -> Callable[[F], F]:
         """Decorator: run ``fn(ctx)`` for tasks of ``kind``."""
@@ -39,6 +44,11 @@ class Registry:
     def action(self, name: str) -> Callable[[F], F]:
         """Decorator: ``fn(ctx)`` is the action ``name`` (a CallAction's ``targetId``)."""
         return self._register(self.actions, name, "action")
+
+    def flow(self, name: str) -> Callable[[F], F]:
+        """Decorator: ``fn(ctx)`` returns the steps of the flow ``name``; a Flow
+        task with ``targetId`` = name runs them."""
+        return self._register(self.flows, name, "flow")
 
     @staticmethod
     def _register(table: dict[str, Handler], name: str, what: str) -> Callable[[F], F]:
@@ -59,6 +69,7 @@ class Registry:
 registry = Registry()
 handler = registry.handler
 action = registry.action
+flow = registry.flow
 
 
 def import_modules(spec: str) -> list[str]:

@@ -17,15 +17,15 @@ import uuid
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from tasks_core.flows import FLOW_KIND
+from tasks_core.flow_definitions import FLOW_KIND
 from tasks_core.records import TaskRecord
-from tasks_core.services.run import claim_task, finish_task, retry_task
-from tasks_core.services.store import Store
 from tasks_core.status import Status
+from tasks_core.store import Store
+from tasks_core.worker_protocol import claim_task, finish_task, retry_task
 from worker import outcome
 from worker.context import TaskContext
 from worker.errors import UNKNOWN_KIND
-from worker.flows import run_flow
+from worker.flow_kind import run_flow
 from worker.registry import registry
 from worker.supervisor import Supervisor, hard_stop
 

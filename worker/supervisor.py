@@ -18,8 +18,8 @@ from collections.abc import Callable
 from types import TracebackType
 
 from tasks_core.records import TaskRecord
-from tasks_core.services.run import renew_lease
-from tasks_core.services.store import Store
+from tasks_core.store import Store
+from tasks_core.worker_protocol import renew_lease
 from worker.context import TaskContext
 
 log = logging.getLogger(__name__)

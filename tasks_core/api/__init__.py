@@ -1,1 +1,1 @@
-"""The HTTP API (FastAPI): thin routes over ``tasks_core.services``."""
+"""The HTTP API (FastAPI): thin routes over ``tasks_core.usecases``."""

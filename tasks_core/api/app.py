@@ -10,8 +10,8 @@ from fastapi import FastAPI
 from tasks_core.api import routes_health, routes_states, routes_tasks
 from tasks_core.api.errors import install_error_handlers
 from tasks_core.api.limits import BodyLimit
-from tasks_core.services.store import Store, store_from_settings
 from tasks_core.settings import Settings, get_settings
+from tasks_core.store import Store, store_from_settings
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:

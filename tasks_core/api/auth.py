@@ -9,9 +9,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tasks_core.api.ratelimit import enforce_rate_limit
 from tasks_core.errors import Unauthorized
-from tasks_core.keys import authenticate
 from tasks_core.records import Caller
-from tasks_core.services.store import Store
+from tasks_core.storage.keys import authenticate
+from tasks_core.store import Store
 
 _bearer = HTTPBearer(auto_error=False, description="Your API key as the bearer token.")
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from tasks_core.api.auth import CallerDep, StoreDep
 from tasks_core.api.routes_tasks import ERRORS
 from tasks_core.api.schemas import StateCreate, StateOut, state_out
-from tasks_core.services.states import create_state, get_state
+from tasks_core.usecases.states import create_state, get_state
 
 router = APIRouter(prefix="/v1/states", tags=["states"], responses=ERRORS)
 

@@ -24,8 +24,8 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from tasks_core.records import EventRecord, StateRecord, TaskRecord
-from tasks_core.services.create import TaskSpec
 from tasks_core.status import Status
+from tasks_core.usecases.create import TaskSpec
 
 
 def _timestamp_string(value: Any) -> Any:

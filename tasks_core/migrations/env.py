@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from tasks_core.models import Base
+from tasks_core.storage.tables import Base
 
 target_metadata = Base.metadata
 

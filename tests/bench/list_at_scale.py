@@ -15,8 +15,8 @@ import time
 
 from sqlalchemy import text
 
-from tasks_core.db import make_engine
 from tasks_core.migrate import upgrade
+from tasks_core.storage.db import make_engine
 from tests.bench.throughput import servers
 
 FILL = """

@@ -15,11 +15,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from tasks_core.api.app import create_app
-from tasks_core.db import make_engine
 from tasks_core.devservers import EmbeddedPostgres, EmbeddedRedis
 from tasks_core.publisher import CeleryPublisher
-from tasks_core.services.store import Store
 from tasks_core.settings import Settings
+from tasks_core.storage.db import make_engine
+from tasks_core.store import Store
 from tests.support.api import OrgClient, issue_key
 from tests.support.databases import create_database, drop_database
 from tests.support.workers import WorkerProcess

@@ -11,13 +11,13 @@ from typing import Any
 from sqlalchemy import text
 
 from tasks_core.records import TaskRecord
-from tasks_core.repository import get_task
-from tasks_core.services.run import Outcome, claim_task, finish_task
-from tasks_core.services.store import Store
 from tasks_core.status import Status
+from tasks_core.storage.tasks import get_task
+from tasks_core.store import Store
+from tasks_core.worker_protocol import Outcome, claim_task, finish_task
 from tests.support.api import OrgClient
 from tests.support.figures import report
-from worker.flows import run_flow
+from worker.flow_kind import run_flow
 
 CHILDREN = 500
 THREADS = 8

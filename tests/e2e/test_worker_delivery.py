@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 import redis
 
-from tasks_core.repository import get_task
-from tasks_core.services.enqueue import message_for
-from tasks_core.services.run import Outcome, claim_task, finish_task, renew_lease, retry_task
-from tasks_core.services.store import Store
+from tasks_core.lifecycle.publishing import message_for
 from tasks_core.settings import Settings
 from tasks_core.status import Status
+from tasks_core.storage.tasks import get_task
+from tasks_core.store import Store
+from tasks_core.worker_protocol import Outcome, claim_task, finish_task, renew_lease, retry_task
 from tests.e2e.helpers_worker import (
     events,
     log_count,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tasks_core.errors import Conflict
-from tasks_core.services.store import Store
+from tasks_core.store import Store
 from tests.support.api import OrgClient
 from worker.context import StateHandle
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from tasks_core.services.store import Store
+from tasks_core.store import Store
 from tests.e2e.helpers_worker import events, run, status_events, worker_pid
 from tests.support.api import OrgClient, wait_for_status
 from tests.support.wait import wait_until

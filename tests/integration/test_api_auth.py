@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from tasks_core.keys import revoke_key
+from tasks_core.storage.keys import revoke_key
 from tests.support.api import OrgClient, error_of
 
 MISSING_ID = "01a2228e-1802-7167-a110-00dc8b68f75e"

@@ -8,7 +8,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 
 from tasks_core.migrate import current_revision
-from tasks_core.models import Base
+from tasks_core.storage.tables import Base
 
 
 def test_migrated_schema_equals_the_orm_metadata(engine: Engine) -> None:

@@ -29,10 +29,10 @@ from sqlalchemy import Engine, text
 from tasks_core.api.app import create_app
 from tasks_core.api.ratelimit import WINDOW_SECONDS
 from tasks_core.devservers import free_port
-from tasks_core.keys import create_key, ensure_organization, revoke_key
 from tasks_core.publisher import CeleryPublisher
-from tasks_core.services.store import Store
 from tasks_core.settings import Settings
+from tasks_core.storage.keys import create_key, ensure_organization, revoke_key
+from tasks_core.store import Store
 from tests.support.api import OrgClient, error_of, issue_key
 from tests.support.wait import wait_until
 

@@ -12,10 +12,10 @@ from sqlalchemy import text
 
 # The real runner runs in this process here: register the test actions in it.
 import tests.support.handlers  # noqa: F401
-from tasks_core.repository import get_task
-from tasks_core.services.create import TaskSpec, create_task
-from tasks_core.services.run import Outcome, claim_task, finish_task, retry_task
 from tasks_core.status import Status
+from tasks_core.storage.tasks import get_task
+from tasks_core.usecases.create import TaskSpec, create_task
+from tasks_core.worker_protocol import Outcome, claim_task, finish_task, retry_task
 from tests.support.figures import report
 from tests.support.stack import stack
 from worker.runner import run_task

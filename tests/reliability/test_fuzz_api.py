@@ -80,12 +80,12 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy import Engine, text
 
 from tasks_core.api.app import create_app
-from tasks_core.db import make_engine
 from tasks_core.devservers import EmbeddedPostgres, EmbeddedRedis
 from tasks_core.publisher import CeleryPublisher
 from tasks_core.queues import NAME_PATTERN
-from tasks_core.services.store import Store
 from tasks_core.settings import Settings
+from tasks_core.storage.db import make_engine
+from tasks_core.store import Store
 from tests.support.api import issue_key
 from tests.support.databases import create_database, drop_database
 from tests.support.figures import report as report_figure

@@ -7,9 +7,9 @@ import uuid
 from fastapi.testclient import TestClient
 
 from tasks_core.api.app import create_app
-from tasks_core.keys import create_key
-from tasks_core.repository import get_task
-from tasks_core.services.create import TaskSpec, create_task
+from tasks_core.storage.keys import create_key
+from tasks_core.storage.tasks import get_task
+from tasks_core.usecases.create import TaskSpec, create_task
 from tests.support.figures import report
 from tests.support.stack import stack
 from tests.support.wait import wait_until

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from tasks_core.services.create import TaskSpec, create_task
+from tasks_core.usecases.create import TaskSpec, create_task
 from tests.support.figures import report
 from tests.support.stack import stack
 from tests.support.wait import wait_until

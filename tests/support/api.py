@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine
 
-from tasks_core.keys import create_key, ensure_organization
+from tasks_core.storage.keys import create_key, ensure_organization
 
 
 @dataclass

@@ -11,8 +11,7 @@ import redis
 
 from worker.context import TaskContext
 from worker.errors import TaskError
-from worker.flows import flow
-from worker.registry import action, handler
+from worker.registry import action, flow, handler
 
 
 def _redis() -> redis.Redis:

@@ -18,15 +18,15 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from tasks_core.devservers import EmbeddedPostgres, EmbeddedRedis
-from tasks_core.keys import create_key, ensure_organization
 from tasks_core.migrate import upgrade
 from tasks_core.records import Caller
-from tasks_core.services.create import TaskSpec, create_task
-from tasks_core.services.store import Store, store_from_settings
+from tasks_core.recovery import start_in_thread
 from tasks_core.settings import Settings
+from tasks_core.storage.keys import create_key, ensure_organization
+from tasks_core.store import Store, store_from_settings
+from tasks_core.usecases.create import TaskSpec, create_task
 from tests.support.wait import wait_until
 from tests.support.workers import WorkerProcess
-from worker.sweeper import start_in_thread
 
 # Fast recovery, so that faults heal within seconds.
 RECOVERY = {

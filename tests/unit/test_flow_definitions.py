@@ -1,4 +1,4 @@
-"""Flow definitions (tasks_core.flows): validation, ordering, references. Pure: no servers."""
+"""Flow definitions (tasks_core.flow_definitions): validation, order, references. No servers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tasks_core.errors import ValidationFailed
-from tasks_core.flows import Limits, Step, parse_flow, refs_in, resolve_refs
+from tasks_core.flow_definitions import Limits, Step, parse_flow, refs_in, resolve_refs
 
 LIMITS = Limits()
 

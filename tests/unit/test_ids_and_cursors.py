@@ -7,7 +7,7 @@ import pytest
 
 from tasks_core.errors import ValidationFailed
 from tasks_core.ids import id_time, new_id
-from tasks_core.services.read import decode_cursor, encode_cursor
+from tasks_core.usecases.read import decode_cursor, encode_cursor
 
 
 def test_ids_are_uuid7_and_strictly_increasing() -> None:

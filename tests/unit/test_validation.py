@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tasks_core.errors import NotFound, ValidationFailed
-from tasks_core.flows import Limits
+from tasks_core.flow_definitions import Limits
 from tasks_core.queues import queue_name
 from tasks_core.records import Caller
-from tasks_core.services.create import TaskSpec, _new_task
-from tasks_core.services.validation import check_name, check_times, parse_task_id
 from tasks_core.status import Status
+from tasks_core.usecases.create import TaskSpec, _new_task
+from tasks_core.usecases.validation import check_name, check_times, parse_task_id
 
 LIMITS = Limits()
 CALLER = Caller(organization_id=uuid.uuid4(), key_id=uuid.uuid4())

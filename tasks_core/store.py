@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine
 
-from tasks_core.db import make_engine
 from tasks_core.publisher import CeleryPublisher, Publisher
 from tasks_core.settings import Settings
+from tasks_core.storage.db import make_engine
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,11 @@
 
 Starting a Flow stores its steps and spawns the first ones; it then waits
 (`waiting`) and ends when its steps do, through the fan-in that runs with
-each step's outcome (``tasks_core.services.flow_run``). A Flow's steps come
+each step's outcome (``tasks_core.lifecycle.flow_engine``). A Flow's steps come
 from ``params.steps`` (with ``params.mode``) or from a flow registered in
-code under the Flow's ``targetId``::
+code under the Flow's ``targetId`` (``@flow`` of ``worker.registry``)::
 
-    from worker.flows import flow
+    from worker.registry import flow
 
     @flow("onboarding")
     def onboarding(ctx):
@@ -19,41 +19,23 @@ code under the Flow's ``targetId``::
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import text
 
 from tasks_core.errors import ValidationFailed
-from tasks_core.flows import Limits, Step, parse_flow
+from tasks_core.flow_definitions import Limits, Step, parse_flow
 from tasks_core.records import TaskRecord
-from tasks_core.services.run import Outcome, finish_task, start_flow_run
-from tasks_core.services.store import Store
 from tasks_core.status import Status
+from tasks_core.store import Store
+from tasks_core.worker_protocol import Outcome, finish_task, start_flow_run
 from worker.context import TaskContext
+from worker.registry import registry
 
 log = logging.getLogger(__name__)
 
-FlowBuilder = Callable[[TaskContext], Any]
-F = TypeVar("F", bound=FlowBuilder)
-
 FLOW_NOT_FOUND = "flow_not_found"
 INVALID_FLOW = "invalid_flow"
-
-flows: dict[str, FlowBuilder] = {}
-
-
-def flow(name: str) -> Callable[[F], F]:
-    """Decorator: ``fn(ctx)`` returns the steps of the flow ``name`` (a list, or
-    ``{"mode": ..., "steps": [...]}``); a Flow task with ``targetId`` = name runs them."""
-
-    def decorate(fn: F) -> F:
-        if name in flows and flows[name] is not fn:
-            raise ValueError(f"flow {name!r} is already registered")
-        flows[name] = fn
-        return fn
-
-    return decorate
 
 
 def run_flow(store: Store, task: TaskRecord, *, worker: str) -> TaskRecord | None:
@@ -77,7 +59,7 @@ def definition(store: Store, task: TaskRecord) -> list[Step]:
     depth = 1 + _flow_ancestors(store, task)
     if "steps" in task.params:
         raw, mode = task.params["steps"], task.params.get("mode")
-    elif task.target_id in flows:
+    elif task.target_id in registry.flows:
         raw, mode = _built(task, store)
     else:
         raise ValidationFailed(
@@ -94,7 +76,7 @@ def definition(store: Store, task: TaskRecord) -> list[Step]:
 def _built(task: TaskRecord, store: Store) -> tuple[Any, Any]:
     assert task.target_id is not None
     ctx = TaskContext(task, store=store, logger=logging.getLogger(f"flows.{task.target_id}"))
-    built = flows[task.target_id](ctx)
+    built = registry.flows[task.target_id](ctx)
     if isinstance(built, dict):
         return built.get("steps"), built.get("mode")
     return built, task.params.get("mode")

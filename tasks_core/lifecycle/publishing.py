@@ -9,9 +9,9 @@ from sqlalchemy.exc import DBAPIError
 from tasks_core.publisher import TaskMessage
 from tasks_core.queues import queue_name
 from tasks_core.records import TaskRecord
-from tasks_core.repository import get_task, mark_queued, transition
-from tasks_core.services.store import Store
 from tasks_core.status import Status
+from tasks_core.storage.tasks import get_task, mark_queued, transition
+from tasks_core.store import Store
 
 log = logging.getLogger(__name__)
 

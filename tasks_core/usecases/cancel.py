@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from tasks_core.errors import InvalidTransition, NotFound
+from tasks_core.lifecycle.flow_engine import fan_in, lock_for_change
+from tasks_core.lifecycle.publishing import enqueue_many
 from tasks_core.records import Caller, TaskRecord
-from tasks_core.repository import cancel_subtree, get_task
-from tasks_core.services.enqueue import enqueue_many
-from tasks_core.services.flow_run import fan_in, lock_for_change
-from tasks_core.services.read import get_task_tree
-from tasks_core.services.store import Store
-from tasks_core.services.validation import parse_task_id
 from tasks_core.status import Status, is_terminal
+from tasks_core.storage.tasks import cancel_subtree, get_task
+from tasks_core.store import Store
+from tasks_core.usecases.read import get_task_tree
+from tasks_core.usecases.validation import parse_task_id
 
 
 def cancel_task(store: Store, caller: Caller, task_id: str) -> TaskRecord:

@@ -361,7 +361,7 @@ def list_events(
     return [EventRecord.from_row(r) for r in rows]
 
 
-# Filters of GET /v1/tasks: API name -> column. Each has an index (models.py).
+# Filters of GET /v1/tasks: API name -> column. Each has an index (storage/tables.py).
 LIST_FILTERS = {
     "status": "status",
     "kind": "kind",

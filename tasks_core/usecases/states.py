@@ -10,8 +10,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from tasks_core.errors import NotFound
 from tasks_core.ids import new_id
 from tasks_core.records import Caller, StateRecord
-from tasks_core.services.store import Store
-from tasks_core.services.validation import parse_task_id
+from tasks_core.store import Store
+from tasks_core.usecases.validation import parse_task_id
 
 
 def create_state(

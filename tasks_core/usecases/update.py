@@ -9,25 +9,25 @@ from pydantic.alias_generators import to_camel
 from sqlalchemy import Connection
 
 from tasks_core.errors import InvalidTransition, NotFound, ValidationFailed
+from tasks_core.lifecycle.flow_engine import fan_in, lock_for_change
+from tasks_core.lifecycle.publishing import enqueue_many
 from tasks_core.records import Caller, TaskRecord
-from tasks_core.repository import (
+from tasks_core.status import Status, check_move, is_terminal
+from tasks_core.storage.tasks import (
     append_event,
     get_task,
     is_ancestor,
     transition,
     update_fields,
 )
-from tasks_core.services.enqueue import enqueue_many
-from tasks_core.services.flow_run import fan_in, lock_for_change
-from tasks_core.services.store import Store
-from tasks_core.services.validation import (
+from tasks_core.store import Store
+from tasks_core.usecases.validation import (
     as_utc,
     check_name,
     check_sizes,
     check_times,
     parse_task_id,
 )
-from tasks_core.status import Status, check_move, is_terminal
 
 # The fields PUT may change (snake_case); every other Task field is immutable.
 MUTABLE_FIELDS = frozenset(

@@ -17,13 +17,13 @@ from typing import Any
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
-from tasks_core.flows import Step
+from tasks_core.flow_definitions import Step
+from tasks_core.lifecycle.flow_engine import fan_in, lock_chain, start_flow
+from tasks_core.lifecycle.publishing import enqueue_many, try_publish
 from tasks_core.records import TaskRecord
-from tasks_core.repository import append_event, get_task, transition
-from tasks_core.services.enqueue import enqueue_many, try_publish
-from tasks_core.services.flow_run import fan_in, lock_chain, start_flow
-from tasks_core.services.store import Store
 from tasks_core.status import Status
+from tasks_core.storage.tasks import append_event, get_task, transition
+from tasks_core.store import Store
 
 
 @dataclass(frozen=True, slots=True)

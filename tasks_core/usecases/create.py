@@ -8,21 +8,21 @@ from datetime import datetime
 from typing import Any
 
 from tasks_core.errors import NotFound, ValidationFailed
-from tasks_core.flows import FLOW_KIND, Limits, parse_flow
+from tasks_core.flow_definitions import FLOW_KIND, Limits, parse_flow
 from tasks_core.ids import new_id
+from tasks_core.lifecycle.publishing import enqueue
 from tasks_core.records import Caller, TaskRecord
-from tasks_core.repository import NewTask, get_task, insert_task
-from tasks_core.services.enqueue import enqueue
-from tasks_core.services.idempotency import Replay, check_key, claim_key
-from tasks_core.services.store import Store
-from tasks_core.services.validation import (
+from tasks_core.status import Status
+from tasks_core.storage.tasks import NewTask, get_task, insert_task
+from tasks_core.store import Store
+from tasks_core.usecases.idempotency import Replay, check_key, claim_key
+from tasks_core.usecases.validation import (
     as_utc,
     check_name,
     check_sizes,
     check_times,
     parse_task_id,
 )
-from tasks_core.status import Status
 
 
 @dataclass(frozen=True)

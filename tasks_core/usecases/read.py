@@ -12,9 +12,9 @@ from typing import Any
 
 from tasks_core.errors import NotFound, ValidationFailed
 from tasks_core.records import Caller, EventRecord, TaskRecord
-from tasks_core.repository import children_of, get_task, list_events, list_tasks
-from tasks_core.services.store import Store
-from tasks_core.services.validation import parse_task_id
+from tasks_core.storage.tasks import children_of, get_task, list_events, list_tasks
+from tasks_core.store import Store
+from tasks_core.usecases.validation import parse_task_id
 
 
 def get_task_tree(store: Store, caller: Caller, task_id: str, *, depth: int = 1) -> TaskRecord:

@@ -20,17 +20,17 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 
-from tasks_core.flows import FLOW_KIND, Step, refs_in, resolve_refs
+from tasks_core.flow_definitions import FLOW_KIND, Step, refs_in, resolve_refs
 from tasks_core.ids import new_id
 from tasks_core.records import TaskRecord
-from tasks_core.repository import (
+from tasks_core.status import Status
+from tasks_core.storage.tasks import (
     append_event,
     cancel_subtree,
     get_task,
     lock_task,
     transition,
 )
-from tasks_core.status import Status
 
 STEP_FAILED = "step_failed"
 

@@ -1,4 +1,4 @@
-"""Recovery: what the sweeper does every few seconds.
+"""Recovery: what the sweeper does every few seconds, and its loop.
 
 PostgreSQL is the source of truth, so every way a task can be dropped on the
 way is found from there:
@@ -20,19 +20,20 @@ event log.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import text
 
+from tasks_core.lifecycle.flow_engine import fan_in, lock_chain
+from tasks_core.lifecycle.publishing import enqueue_many, try_publish
 from tasks_core.records import TaskRecord
-from tasks_core.repository import transition
-from tasks_core.services.enqueue import enqueue_many, try_publish
-from tasks_core.services.flow_run import fan_in, lock_chain
-from tasks_core.services.idempotency import forget_expired
-from tasks_core.services.run import Outcome, finish_task
-from tasks_core.services.store import Store
 from tasks_core.status import Status
+from tasks_core.storage.tasks import transition
+from tasks_core.store import Store
+from tasks_core.usecases.idempotency import forget_expired
+from tasks_core.worker_protocol import Outcome, finish_task
 
 log = logging.getLogger(__name__)
 
@@ -226,3 +227,26 @@ def _fail_in_queue(store: Store, task_id: uuid.UUID) -> int:
             spawned = fan_in(conn, failed, actor=SWEEPER)
     enqueue_many(store, spawned)
     return int(failed is not None)
+
+
+def run_sweeper(store: Store, stop: threading.Event) -> None:
+    """Sweep every ``SWEEP_INTERVAL_SECONDS`` until ``stop`` is set (``tasks-core
+    sweeper``). A pass that fails (PostgreSQL down) is logged and tried again
+    on the next tick."""
+    interval = store.settings.sweep_interval_seconds
+    log.info("sweeper started (every %ss)", interval)
+    while not stop.is_set():
+        try:
+            sweep_once(store)
+        except Exception:
+            log.warning("sweep failed; trying again in %ss", interval, exc_info=True)
+        stop.wait(interval)
+    log.info("sweeper stopped")
+
+
+def start_in_thread(store: Store) -> tuple[threading.Thread, threading.Event]:
+    """A sweeper beside other work in this process (``tasks-core dev``)."""
+    stop = threading.Event()
+    thread = threading.Thread(target=run_sweeper, args=(store, stop), name="sweeper", daemon=True)
+    thread.start()
+    return thread, stop
