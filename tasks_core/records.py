@@ -1,75 +1,13 @@
-"""Domain values read from storage: frozen, snake_case, free of I/O."""
+"""Domain values read from storage: frozen, snake_case, free of I/O (a task's own are in
+``tasks_core.task``)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-from tasks_core.status import Status
-
-
-@dataclass(frozen=True, slots=True)
-class TaskRecord:
-    """One task as stored, plus the children loaded with it (if any)."""
-
-    id: uuid.UUID
-    organization_id: uuid.UUID
-    author_id: str | None
-    parent_id: uuid.UUID | None
-    state_id: uuid.UUID | None
-    kind: str
-    status: Status
-    app_id: str | None
-    executor_id: str | None
-    target_id: str | None
-    title: str | None
-    description: str | None
-    input: Any
-    output: Any
-    params: dict[str, Any]
-    errors: list[dict[str, Any]]
-    attempt: int
-    max_attempts: int
-    timeout_seconds: float | None
-    flow_step_id: str | None
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None
-    ended_at: datetime | None
-    children: tuple[TaskRecord, ...] = field(default=())
-
-    @classmethod
-    def from_row(cls, row: Mapping[Any, Any]) -> TaskRecord:
-        """Build from a ``tasks`` row (any mapping with the column names)."""
-        return cls(
-            id=row["id"],
-            organization_id=row["organization_id"],
-            author_id=row["author_id"],
-            parent_id=row["parent_id"],
-            state_id=row["state_id"],
-            kind=row["kind"],
-            status=Status(row["status"]),
-            app_id=row["app_id"],
-            executor_id=row["executor_id"],
-            target_id=row["target_id"],
-            title=row["title"],
-            description=row["description"],
-            input=row["input"],
-            output=row["output"],
-            params=row["params"] or {},
-            errors=row["errors"] or [],
-            attempt=row["attempt"],
-            max_attempts=row["max_attempts"],
-            timeout_seconds=row["timeout_seconds"],
-            flow_step_id=row["flow_step_id"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            started_at=row["started_at"],
-            ended_at=row["ended_at"],
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,16 @@
 """Task statuses and the one table of allowed moves between them.
 
-Nothing else in the project decides whether a status change is legal: the
-repository's guarded updates take their ``WHERE status IN (...)`` lists from
-here.
+``ALLOWED_MOVES`` is the graph of status changes. ``RULES`` says, for each
+kind of move the service makes, from which statuses it may start and where
+it may lead; every one of its edges is an edge of the graph (checked below).
+The lifecycle engine takes every guard of every move from here, and nothing
+else decides whether a status change is legal.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 
 from tasks_core.errors import InvalidTransition
@@ -27,6 +31,7 @@ class Status(StrEnum):
 TERMINAL_STATUSES: frozenset[Status] = frozenset(
     {Status.COMPLETED, Status.FAILED, Status.CANCELLED}
 )
+NON_TERMINAL_STATUSES: frozenset[Status] = frozenset(Status) - TERMINAL_STATUSES
 
 _ENDINGS = TERMINAL_STATUSES
 
@@ -40,6 +45,55 @@ ALLOWED_MOVES: dict[Status, frozenset[Status]] = {
     Status.COMPLETED: frozenset(),
     Status.FAILED: frozenset(),
     Status.CANCELLED: frozenset(),
+}
+
+
+class MoveKind(StrEnum):
+    """Every kind of status change the service makes."""
+
+    MARK_QUEUED = "mark_queued"  # a created task was published
+    REPUBLISH = "republish"  # a waiting task was published again
+    CLAIM = "claim"  # a worker starts a run
+    FINISH = "finish"  # a run's outcome
+    RETRY = "retry"  # a failed run goes back to its queue for another attempt
+    HAND_BACK = "hand_back"  # a stopping worker returns its runs
+    RECOVER_LEASE = "recover_lease"  # a run whose worker stopped renewing its lease
+    QUEUE_TIMEOUT = "queue_timeout"  # waited longer than queueTimeoutSeconds
+    START_FLOW = "start_flow"  # a claimed Flow spawns its steps (or ends, with none)
+    END_FLOW = "end_flow"  # a Flow's steps are done, or one failed it
+    CANCEL = "cancel"  # a task and its subtree
+    SET_STATUS = "set_status"  # a caller's PUT
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """Where a kind of move may start and where it may lead."""
+
+    sources: frozenset[Status]
+    targets: frozenset[Status]
+
+
+def _rule(sources: Iterable[Status], targets: Iterable[Status]) -> Rule:
+    return Rule(frozenset(sources), frozenset(targets))
+
+
+RULES: dict[MoveKind, Rule] = {
+    MoveKind.MARK_QUEUED: _rule({Status.CREATED}, {Status.QUEUED}),
+    # A queued task stays queued; only its clock is re-armed.
+    MoveKind.REPUBLISH: _rule({Status.CREATED, Status.QUEUED}, {Status.QUEUED}),
+    # `created` too: a worker may see the message before the task is marked queued.
+    MoveKind.CLAIM: _rule({Status.CREATED, Status.QUEUED}, {Status.RUNNING}),
+    MoveKind.FINISH: _rule({Status.RUNNING}, TERMINAL_STATUSES),
+    MoveKind.RETRY: _rule({Status.RUNNING}, {Status.QUEUED}),
+    MoveKind.HAND_BACK: _rule({Status.RUNNING}, {Status.QUEUED}),
+    MoveKind.RECOVER_LEASE: _rule({Status.RUNNING}, {Status.QUEUED, Status.FAILED}),
+    MoveKind.QUEUE_TIMEOUT: _rule({Status.CREATED, Status.QUEUED}, {Status.FAILED}),
+    MoveKind.START_FLOW: _rule({Status.RUNNING}, {Status.WAITING, Status.COMPLETED}),
+    MoveKind.END_FLOW: _rule({Status.WAITING}, {Status.COMPLETED, Status.FAILED}),
+    MoveKind.CANCEL: _rule(NON_TERMINAL_STATUSES, {Status.CANCELLED}),
+    # A PUT may make any move of the graph but into `queued`, which only the
+    # service sets when it publishes.
+    MoveKind.SET_STATUS: _rule(frozenset(Status), frozenset(Status) - {Status.QUEUED}),
 }
 
 
@@ -69,4 +123,22 @@ def sources_of(target: Status) -> frozenset[Status]:
     return frozenset(s for s, targets in ALLOWED_MOVES.items() if target in targets)
 
 
-NON_TERMINAL_STATUSES: frozenset[Status] = frozenset(Status) - TERMINAL_STATUSES
+def sources_for(kind: MoveKind, target: Status) -> frozenset[Status]:
+    """The statuses a move of ``kind`` into ``target`` may start from: the
+    rule's sources that the graph lets reach ``target`` (a re-publish also
+    keeps `queued` where it is)."""
+    rule = RULES[kind]
+    if target not in rule.targets:
+        raise ValueError(f"a {kind} move can not lead to '{target}'")
+    return frozenset(s for s in rule.sources if can_move(s, target) or s is target)
+
+
+def _check_rules() -> None:
+    """Every edge of every rule is an edge of the graph (or stays put)."""
+    for kind, rule in RULES.items():
+        for target in rule.targets:
+            if kind is not MoveKind.SET_STATUS and sources_for(kind, target) != rule.sources:
+                raise AssertionError(f"{kind}: not every source may move to '{target}'")
+
+
+_check_rules()

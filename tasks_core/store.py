@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
+from tasks_core.errors import Conflict
 from tasks_core.publisher import CeleryPublisher, Publisher
 from tasks_core.settings import Settings
 from tasks_core.storage.db import make_engine
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# A transaction that lost a deadlock or a serialization check is run again this
+# many times in all before the caller is told.
+ATTEMPTS = 4
 
 
 @dataclass(frozen=True)
@@ -52,6 +66,32 @@ class Store:
         """A connection inside one transaction, committed on success."""
         with self.engine.begin() as conn:
             yield conn
+
+    def atomic(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in one transaction, committed on success. A deadlock or
+        serialization failure rolls it back and runs it again (a few times,
+        after a short random pause): each is a collision with a concurrent
+        writer, not an outage. Past the last try it is a :class:`Conflict`."""
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                with self.engine.begin() as conn:
+                    return work(conn)
+            except DBAPIError as exc:
+                if not is_collision(exc):
+                    raise
+                if attempt == ATTEMPTS:
+                    raise Conflict(
+                        "the change collided with concurrent changes to the same tasks "
+                        f"{ATTEMPTS} times; retry the request"
+                    ) from exc
+                log.info("transaction collided (%s); trying again", exc.orig)
+                time.sleep(random.uniform(0, 0.01 * 2**attempt))  # back off, apart from the other
+        raise AssertionError("unreachable")
+
+
+def is_collision(exc: DBAPIError) -> bool:
+    """A deadlock (40P01) or serialization failure (40001): worth running again."""
+    return getattr(exc.orig, "sqlstate", None) in ("40001", "40P01")
 
 
 def store_from_settings(settings: Settings) -> Store:

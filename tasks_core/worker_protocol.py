@@ -1,39 +1,51 @@
-"""The life of one run of a task, as the worker drives it.
+"""The life of a run, as a worker drives it.
 
 ``claim_task`` -> (``renew_lease`` ...) -> ``finish_task`` or ``retry_task``
-(or, for a Flow, ``start_flow_run``).
-Each is one guarded statement: the claim accepts only a task that waits to
-run, and every later write is fenced by the attempt number the claim
+(or, for a Flow, ``start_flow_run``); ``hand_back`` when a worker stops.
+Each is a move of the lifecycle engine: the claim accepts only a task that
+waits to run, and every later write is fenced by the attempt the claim
 returned, so a stale run (a duplicate delivery, a worker presumed dead) can
-never overwrite a newer one.
+never overwrite a newer one. Each single-task call is the one-task case of
+its set move (``claim_tasks``, ``finish_tasks``...).
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
 
-from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from tasks_core.flow_definitions import Step
-from tasks_core.lifecycle.flow_engine import fan_in, lock_chain, start_flow
-from tasks_core.lifecycle.publishing import enqueue_many, try_publish
-from tasks_core.records import TaskRecord
-from tasks_core.status import Status
-from tasks_core.storage.tasks import append_event, get_task, transition
+from tasks_core.lifecycle.engine import renew_leases
+from tasks_core.lifecycle.moves import (
+    Attempt,
+    Claim,
+    Finish,
+    Finished,
+    FlowStart,
+    HandBack,
+    Outcome,
+    Retried,
+    Retry,
+    StartFlow,
+)
+from tasks_core.lifecycle.publishing import execute
 from tasks_core.store import Store
+from tasks_core.task import TaskRecord
 
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How a run ended: the terminal status and what to record."""
-
-    status: Status
-    output: Any = None
-    errors: list[dict[str, str]] = field(default_factory=list)
-    detail: dict[str, Any] | None = None  # goes to the event log (e.g. a traceback)
+# Outcome is part of this protocol: workers build one per run.
+__all__ = [
+    "Outcome",
+    "claim_task",
+    "claim_tasks",
+    "finish_task",
+    "finish_tasks",
+    "hand_back",
+    "renew_lease",
+    "retry_task",
+    "start_flow_run",
+]
 
 
 def claim_task(store: Store, task_id: uuid.UUID, *, worker: str) -> TaskRecord | None:
@@ -41,44 +53,35 @@ def claim_task(store: Store, task_id: uuid.UUID, *, worker: str) -> TaskRecord |
 
     None means the task is not waiting to run (already claimed, finished or
     cancelled): the delivery is a duplicate or late and must be dropped.
-    `created` is accepted too: a worker may see the message before the
-    publisher has marked the task `queued`.
     """
+    return claim_tasks(store, [task_id], worker=worker).get(task_id)
+
+
+def claim_tasks(
+    store: Store, task_ids: Sequence[uuid.UUID], *, worker: str
+) -> dict[uuid.UUID, TaskRecord]:
+    """Claim each of ``task_ids`` that waits to run; the runs claimed, by task.
+
+    The claim commits without waiting for the WAL flush: a database crash can
+    only undo it, and the task then runs again."""
+    move = Claim(tuple(task_ids), worker=worker, lease_seconds=store.settings.lease_seconds)
     try:
-        return _claim(store, task_id, worker=worker)
+        return dict(execute(store, move, relaxed=True).tasks)
     except DBAPIError as exc:
         if not exc.connection_invalidated:
             raise
         # A pooled connection from before a database restart: once more, fresh.
-        return _claim(store, task_id, worker=worker)
-
-
-def _claim(store: Store, task_id: uuid.UUID, *, worker: str) -> TaskRecord | None:
-    with store.relaxed_statement() as conn:
-        return transition(
-            conn,
-            task_id,
-            Status.RUNNING,
-            actor=f"worker:{worker}",
-            sources={Status.CREATED, Status.QUEUED},
-            extra_sets=", attempt = t.attempt + 1, worker = :worker,"
-            " lease_expires_at = now() + make_interval(secs => :lease)",
-            params={"worker": worker, "lease": store.settings.lease_seconds},
-        )
+        return dict(execute(store, move, relaxed=True).tasks)
 
 
 def renew_lease(store: Store, task_id: uuid.UUID, attempt: int) -> bool:
     """Extend the lease of a run; False when the run is no longer current
     (the task was cancelled, finished, or handed to another attempt)."""
     with store.relaxed_statement() as conn:
-        row = conn.execute(
-            text(
-                "UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease) "
-                "WHERE id = :id AND attempt = :attempt AND status = 'running' RETURNING 1"
-            ),
-            {"id": task_id, "attempt": attempt, "lease": store.settings.lease_seconds},
-        ).first()
-    return row is not None
+        renewed = renew_leases(
+            conn, [Attempt(task_id, attempt)], lease_seconds=store.settings.lease_seconds
+        )
+    return task_id in renewed
 
 
 def finish_task(
@@ -89,45 +92,17 @@ def finish_task(
 
     None means the write was fenced off (cancelled meanwhile, or a newer
     attempt exists): the result is dropped, which the event log notes. A
-    Flow's step fans in to its Flow in the same transaction; any other task's
-    outcome is a single statement.
+    Flow's step fans in to its Flow in the same transaction.
     """
-    actor = f"worker:{worker}"
-    if run.flow_step_id is None:
-        with store.statement() as conn:
-            return _record_outcome(conn, run, outcome, actor=actor)
-    with store.transaction() as conn:
-        lock_chain(conn, run.id)
-        finished = _record_outcome(conn, run, outcome, actor=actor)
-        spawned = fan_in(conn, finished, actor=actor) if finished else []
-    enqueue_many(store, spawned)
-    return finished
+    return finish_tasks(store, [(run, outcome)], worker=worker).get(run.id)
 
 
-def _record_outcome(
-    conn: Connection, run: TaskRecord, outcome: Outcome, *, actor: str
-) -> TaskRecord | None:
-    finished = transition(
-        conn,
-        run.id,
-        outcome.status,
-        actor=actor,
-        sources={Status.RUNNING},
-        guard="AND attempt = :attempt",
-        extra_sets=", output = :output, errors = :errors, lease_expires_at = NULL",
-        params={"attempt": run.attempt, "output": outcome.output, "errors": outcome.errors},
-        json_params=("output", "errors"),
-        detail={"attempt": run.attempt, **(outcome.detail or {})},
-    )
-    if finished is None:
-        append_event(
-            conn,
-            run.id,
-            "result_ignored",
-            actor=actor,
-            detail={"attempt": run.attempt, "status": outcome.status.value},
-        )
-    return finished
+def finish_tasks(
+    store: Store, results: Sequence[tuple[TaskRecord, Outcome]], *, worker: str
+) -> dict[uuid.UUID, TaskRecord]:
+    """Record the outcomes of runs; those still current, as finished, by task."""
+    finished = tuple(Finished(Attempt.of(run), outcome) for run, outcome in results)
+    return dict(execute(store, Finish(finished, actor=f"worker:{worker}")).tasks)
 
 
 def retry_task(
@@ -135,24 +110,8 @@ def retry_task(
 ) -> TaskRecord | None:
     """Hand a failed run back to its queue for another attempt after ``delay``
     seconds (fenced like :func:`finish_task`), then publish it again."""
-    with store.statement() as conn:
-        queued = transition(
-            conn,
-            run.id,
-            Status.QUEUED,
-            actor=f"worker:{worker}",
-            sources={Status.RUNNING},
-            guard="AND attempt = :attempt",
-            extra_sets=", errors = :errors, lease_expires_at = NULL,"
-            " available_at = now() + make_interval(secs => :delay)",
-            params={"attempt": run.attempt, "errors": outcome.errors, "delay": delay},
-            json_params=("errors",),
-            detail={"retry": True, "attempt": run.attempt, "delay": round(delay, 3)}
-            | (outcome.detail or {}),
-        )
-    if queued is not None:
-        try_publish(store, queued, countdown=delay)
-    return queued
+    retried = (Retried(Attempt.of(run), outcome, delay),)
+    return execute(store, Retry(retried, actor=f"worker:{worker}")).tasks.get(run.id)
 
 
 def start_flow_run(
@@ -161,14 +120,8 @@ def start_flow_run(
     """Start a claimed Flow: its steps stored, the ready ones spawned and
     published. Returns the Flow as it is then (`waiting`, or ended when it
     has no steps), or None when the run was fenced off."""
-    with store.transaction() as conn:
-        lock_chain(conn, flow.id)
-        spawned = start_flow(conn, flow, steps, actor=f"worker:{worker}")
-        current = get_task(conn, flow.organization_id, flow.id)
-    if spawned is None:
-        return None
-    enqueue_many(store, spawned)
-    return current
+    start = (FlowStart(Attempt.of(flow), tuple(steps)),)
+    return execute(store, StartFlow(start, actor=f"worker:{worker}")).tasks.get(flow.id)
 
 
 def hand_back(store: Store, *, node_prefix: str, actor: str) -> int:
@@ -176,25 +129,4 @@ def hand_back(store: Store, *, node_prefix: str, actor: str) -> int:
     starts with ``node_prefix``) back on its queue, for a worker that stops.
     The attempt is kept: the next claim makes a new one, and a late outcome of
     the old run is fenced off because the task is no longer `running`."""
-    with store.statement() as conn:
-        rows = conn.execute(
-            text(
-                """
-WITH moved AS (
-    UPDATE tasks SET status = 'queued', lease_expires_at = NULL, updated_at = now()
-    WHERE status = 'running' AND starts_with(worker, :prefix)
-    RETURNING *
-), ev AS (
-    INSERT INTO task_events (task_id, type, from_status, to_status, actor, detail)
-    SELECT id, 'status', 'running', 'queued', :actor, '{"reason": "worker stopping"}'::jsonb
-    FROM moved
-)
-SELECT * FROM moved
-"""
-            ),
-            {"prefix": node_prefix, "actor": actor},
-        ).mappings()
-        handed = [TaskRecord.from_row(r) for r in rows]
-    for task in handed:
-        try_publish(store, task)
-    return len(handed)
+    return execute(store, HandBack(node_prefix, actor=actor)).moved

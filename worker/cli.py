@@ -37,8 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_worker(args: argparse.Namespace) -> int:
     """Import the application's handlers, then serve the chosen queues until stopped."""
-    from worker.app import app
+    from worker.celery_app import get_app
 
+    app = get_app()
     settings = get_settings()
     import_modules(settings.tasks_imports)
     # Flow is built into the runner, beside the registered kinds.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import uuid
@@ -9,12 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
-
 from tasks_core.errors import Conflict
-from tasks_core.records import TaskRecord
+from tasks_core.storage import states
 from tasks_core.store import Store
+from tasks_core.task import TaskRecord
 from worker.errors import Cancelled, TimedOut
 
 
@@ -35,18 +34,11 @@ class TaskInfo:
 
     @classmethod
     def of(cls, task: TaskRecord) -> TaskInfo:
-        return cls(
-            id=task.id,
-            kind=task.kind,
-            input=task.input,
-            params=task.params,
-            attempt=task.attempt,
-            max_attempts=task.max_attempts,
-            parent_id=task.parent_id,
-            target_id=task.target_id,
-            executor_id=task.executor_id,
-            organization_id=task.organization_id,
-        )
+        """The handler's view of a task: these of its fields."""
+        return cls(**{name: getattr(task, name) for name in _INFO_FIELDS})
+
+
+_INFO_FIELDS = tuple(f.name for f in dataclasses.fields(TaskInfo))
 
 
 class StateHandle:
@@ -61,25 +53,16 @@ class StateHandle:
     def read(self) -> tuple[dict[str, Any], int]:
         """The variables and the version they are at."""
         with self._store.statement() as conn:
-            row = conn.execute(
-                text("SELECT variables, version FROM states WHERE id = :id"), {"id": self.id}
-            ).one()
-        return dict(row.variables), int(row.version)
+            return states.read_state(conn, self.id)
 
     def write(self, variables: dict[str, Any], *, version: int) -> int:
         """Replace the variables if still at ``version``; returns the new version.
         Raises :class:`Conflict` when another writer got there first."""
         with self._store.statement() as conn:
-            row = conn.execute(
-                text(
-                    "UPDATE states SET variables = :v, version = version + 1, updated_at = now() "
-                    "WHERE id = :id AND version = :version RETURNING version"
-                ).bindparams(bindparam("v", type_=JSONB)),
-                {"id": self.id, "v": variables, "version": version},
-            ).first()
-        if row is None:
+            new_version = states.write_state_if(conn, self.id, variables, version=version)
+        if new_version is None:
             raise Conflict(f"state {self.id} changed since version {version}")
-        return int(row.version)
+        return new_version
 
     def update(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
         """Apply ``change`` to the variables atomically and return the new ones.
@@ -87,19 +70,7 @@ class StateHandle:
         The row is locked while ``change`` runs, so concurrent updaters queue
         up instead of retrying; keep ``change`` quick (no I/O).
         """
-        with self._store.transaction() as conn:
-            row = conn.execute(
-                text("SELECT variables FROM states WHERE id = :id FOR UPDATE"), {"id": self.id}
-            ).one()
-            new = change(dict(row.variables))
-            conn.execute(
-                text(
-                    "UPDATE states SET variables = :v, version = version + 1, updated_at = now() "
-                    "WHERE id = :id"
-                ).bindparams(bindparam("v", type_=JSONB)),
-                {"id": self.id, "v": new},
-            )
-        return new
+        return self._store.atomic(lambda conn: states.change_state(conn, self.id, change))
 
 
 class TaskContext:

@@ -21,13 +21,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import text
-
 from tasks_core.errors import ValidationFailed
 from tasks_core.flow_definitions import Limits, Step, parse_flow
-from tasks_core.records import TaskRecord
 from tasks_core.status import Status
+from tasks_core.storage.tasks import ancestry
 from tasks_core.store import Store
+from tasks_core.task import MAX_TREE_DEPTH, TaskRecord
 from tasks_core.worker_protocol import Outcome, finish_task, start_flow_run
 from worker.context import TaskContext
 from worker.registry import registry
@@ -56,7 +55,15 @@ def definition(store: Store, task: TaskRecord) -> list[Step]:
     limits = Limits(
         max_steps=store.settings.flow_max_steps, max_depth=store.settings.flow_max_depth
     )
-    depth = 1 + _flow_ancestors(store, task)
+    with store.statement() as conn:
+        place = ancestry(conn, task.id)
+    if place.depth >= MAX_TREE_DEPTH:
+        raise ValidationFailed(
+            f"the Flow is {place.depth} levels deep in its task tree; its steps would pass "
+            f"the limit of {MAX_TREE_DEPTH} levels",
+            code=INVALID_FLOW,
+        )
+    depth = 1 + place.flows
     if "steps" in task.params:
         raw, mode = task.params["steps"], task.params.get("mode")
     elif task.target_id in registry.flows:
@@ -80,24 +87,3 @@ def _built(task: TaskRecord, store: Store) -> tuple[Any, Any]:
     if isinstance(built, dict):
         return built.get("steps"), built.get("mode")
     return built, task.params.get("mode")
-
-
-def _flow_ancestors(store: Store, task: TaskRecord) -> int:
-    """How many Flows this one is nested in."""
-    if task.parent_id is None:
-        return 0
-    with store.statement() as conn:
-        count = conn.execute(
-            text(
-                """
-WITH RECURSIVE up AS (
-    SELECT parent_id, kind FROM tasks WHERE id = :parent
-    UNION ALL
-    SELECT t.parent_id, t.kind FROM tasks t JOIN up ON t.id = up.parent_id
-)
-SELECT count(*) FROM up WHERE kind = 'Flow'
-"""
-            ),
-            {"parent": task.parent_id},
-        ).scalar_one()
-    return int(count)

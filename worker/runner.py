@@ -17,10 +17,11 @@ import uuid
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+import worker.builtins  # noqa: F401  (the built-in kinds and actions are always there)
 from tasks_core.flow_definitions import FLOW_KIND
-from tasks_core.records import TaskRecord
 from tasks_core.status import Status
 from tasks_core.store import Store
+from tasks_core.task import TaskRecord
 from tasks_core.worker_protocol import claim_task, finish_task, retry_task
 from worker import outcome
 from worker.context import TaskContext

@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-from tasks_core.records import TaskRecord
 from tasks_core.store import Store
+from tasks_core.task import TaskRecord
 from tasks_core.worker_protocol import renew_lease
 from worker.context import TaskContext
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from tasks_core.api.auth import StoreDep
 from tasks_core.api.errors import error_response
 from tasks_core.api.schemas import ErrorResponse
+from tasks_core.storage.db import ping
 
 router = APIRouter(tags=["health"])
 
@@ -29,7 +29,7 @@ def readyz(*, store: StoreDep) -> JSONResponse:
     down = []
     try:
         with store.statement() as conn:
-            conn.execute(text("SELECT 1"))
+            ping(conn)
     except Exception:  # noqa: BLE001 - any failure means "not ready"
         down.append("database")
     if not store.publisher.ping():

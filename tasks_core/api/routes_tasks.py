@@ -20,9 +20,9 @@ from tasks_core.api.schemas import (
 )
 from tasks_core.errors import ValidationFailed
 from tasks_core.status import Status
+from tasks_core.storage.idempotency import request_digest
 from tasks_core.usecases.cancel import cancel_task
 from tasks_core.usecases.create import Idempotency, create_task_once
-from tasks_core.usecases.idempotency import request_digest
 from tasks_core.usecases.read import get_task_tree, list_page, task_events
 from tasks_core.usecases.update import update_task
 

@@ -6,8 +6,12 @@ domain values (``TaskSpec``, ``TaskRecord``), converted here.
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
+import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -18,14 +22,16 @@ from pydantic import (
     Strict,
     StrictBool,
     StrictInt,
+    create_model,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from tasks_core.records import EventRecord, StateRecord, TaskRecord
+from tasks_core.records import EventRecord, StateRecord
 from tasks_core.status import Status
-from tasks_core.usecases.create import TaskSpec
+from tasks_core.task import IMMUTABLE_FIELDS as TASK_IMMUTABLE_FIELDS
+from tasks_core.task import TASK_FIELDS, TaskRecord, TaskSpec
 
 
 def _timestamp_string(value: Any) -> Any:
@@ -105,39 +111,17 @@ class TaskCreate(WireModel):
 
     def to_spec(self) -> TaskSpec:
         """The domain value the create service takes."""
-        return TaskSpec(
-            kind=self.kind,
-            status=self.status,
-            app_id=self.app_id,
-            description=self.description,
-            executor_id=self.executor_id,
-            target_id=self.target_id,
-            title=self.title,
-            input=self.input,
-            output=self.output,
-            params=dict(self.params or {}),
-            parent_id=self.parent_id,
-            stateful=self.stateful,
-            started_at=self.started_at,
-            ended_at=self.ended_at,
-            max_attempts=self.max_attempts,
-            timeout_seconds=self.timeout_seconds,
-            queue_timeout_seconds=self.queue_timeout_seconds,
-        )
+        values = {name: getattr(self, name) for name in _SPEC_FIELDS}
+        return TaskSpec(**{**values, "params": dict(self.params or {})})
 
 
-# Task fields PUT must refuse by name (the reference: they can not change).
+_SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(TaskSpec))
+
+
+# Task fields PUT must refuse by name: those shown but not changeable, and
+# create's `stateful` (the reference: they can not change).
 IMMUTABLE_FIELDS = (
-    "kind",
-    "appId",
-    "targetId",
-    "stateId",
-    "authorId",
-    "organizationId",
-    "id",
-    "createdAt",
-    "updatedAt",
-    "children",
+    *(f.wire for f in TASK_FIELDS if f.name in TASK_IMMUTABLE_FIELDS),
     "stateful",
 )
 
@@ -183,36 +167,54 @@ class TaskUpdate(WireModel):
         return values
 
 
-class TaskOut(WireModel):
-    """A task, with its children nested as deep as asked."""
+def _wire_type(hint: Any) -> Any:
+    """The type of a task's field on the wire: ids are strings, JSON is any JSON."""
+    members = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    optional = type(None) in members
+    base = next(m for m in members if m is not type(None))
+    if base is uuid.UUID:
+        base = str
+    elif base is Any:
+        return JsonValue
+    elif typing.get_origin(base) is dict:
+        base = dict[str, JsonValue]
+    elif typing.get_origin(base) is list:
+        base = list[ErrorItem]
+    elif typing.get_origin(base) is tuple:  # children
+        base = list["TaskOut"]
+    return base | None if optional else base
+
+
+class _Shown(WireModel):
+    """Base of the answers' models (TaskOut is built from the task declaration)."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
-    app_id: str | None
-    author_id: str | None
-    children: list[TaskOut]
-    created_at: datetime
-    description: str | None
-    ended_at: datetime | None
-    errors: list[ErrorItem]
-    executor_id: str | None
-    id: str
-    input: JsonValue
-    kind: str
-    organization_id: str
-    output: JsonValue
-    params: dict[str, JsonValue]
-    parent_id: str | None
-    started_at: datetime | None
-    state_id: str | None
-    status: Status
-    target_id: str | None
-    title: str | None
-    updated_at: datetime
-    attempt: int = Field(description="Number of the current or last run (0: never run).")
-    step_id: str | None = Field(description="For a Flow's child: the id of the step it runs.")
-    max_attempts: int
-    timeout_seconds: float | None
+
+def _task_out_model() -> type[BaseModel]:
+    """The API's Task: every field of the declaration that the API shows."""
+    fields: dict[str, Any] = {
+        f.name: (_wire_type(f.type), Field(alias=f.wire, description=f.role.doc))
+        for f in TASK_FIELDS
+        if f.role.out
+    }
+    return create_model(
+        "TaskOut",
+        __base__=_Shown,
+        __module__=__name__,
+        __doc__="A task, with its children nested as deep as asked.",
+        **fields,
+    )
+
+
+if TYPE_CHECKING:
+
+    class TaskOut(_Shown):
+        """A task, with its children nested as deep as asked."""
+
+else:
+    TaskOut = _task_out_model()
+    TaskOut.model_rebuild()  # its children are TaskOut too
 
 
 class TaskPageOut(BaseModel):
@@ -266,35 +268,33 @@ class StateOut(WireModel):
     updated_at: datetime
 
 
+def _encoder(hint: Any) -> Any:
+    """How a value of a task's field is written on the wire."""
+    members = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if uuid.UUID in members:
+        return lambda value: str(value) if value is not None else None
+    if datetime in members:
+        return lambda value: _ts(value)  # defined below
+    if Status in members:
+        return lambda value: value.value
+    return None
+
+
+# (wire name, field, encoder or None) of every field the API shows, in order.
+_OUT = tuple(
+    (f.wire, f.name, _encoder(f.type)) for f in TASK_FIELDS if f.role.out and f.name != "children"
+)
+
+
 def task_out(task: TaskRecord) -> dict[str, Any]:
-    """The wire form of a task and its nested children."""
-    return {
-        "appId": task.app_id,
-        "authorId": task.author_id,
-        "children": [task_out(child) for child in task.children],
-        "createdAt": _ts(task.created_at),
-        "description": task.description,
-        "endedAt": _ts(task.ended_at),
-        "errors": task.errors,
-        "executorId": task.executor_id,
-        "id": str(task.id),
-        "input": task.input,
-        "kind": task.kind,
-        "organizationId": str(task.organization_id),
-        "output": task.output,
-        "params": task.params,
-        "parentId": str(task.parent_id) if task.parent_id else None,
-        "startedAt": _ts(task.started_at),
-        "stateId": str(task.state_id) if task.state_id else None,
-        "status": task.status.value,
-        "targetId": task.target_id,
-        "title": task.title,
-        "updatedAt": _ts(task.updated_at),
-        "attempt": task.attempt,
-        "stepId": task.flow_step_id,
-        "maxAttempts": task.max_attempts,
-        "timeoutSeconds": task.timeout_seconds,
-    }
+    """The wire form of a task and its nested children (in the declared order)."""
+    out: dict[str, Any] = {}
+    for wire, name, encode in _OUT:
+        value = getattr(task, name)
+        out[wire] = encode(value) if encode is not None else value
+        if name == "author_id":  # children follow authorId, as in the reference
+            out["children"] = [task_out(child) for child in task.children]
+    return out
 
 
 def event_out(event: EventRecord) -> dict[str, Any]:

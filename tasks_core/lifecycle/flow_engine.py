@@ -1,354 +1,350 @@
-"""Running Flows: spawning steps as child tasks and fanning in, exactly once.
+"""The Flow engine: spawning steps as child tasks and fanning in, exactly once.
 
-Every function here runs inside the caller's transaction, after
-:func:`lock_chain` has locked the task and the Flows above it (in id order,
-the order every other writer of a task tree locks in, so they can not
-deadlock). A step's child ending is then serialised with every other change
-to its Flow: the Flow's count of open steps goes down once per step, a
-dependent step is spawned when its last dependency ends (a unique index
-forbids spawning it twice), and whichever child closes the last step ends
-the Flow, once. Children created by hand (no ``flow_step_id``) are not steps
-and are never counted.
+Everything here runs inside a move's transaction, after the engine has
+locked the tasks that move and every Flow they are steps of. A step's end is
+then serialised with every other change to its Flow: the Flow's count of
+open steps goes down once per step, a dependent step is spawned when its
+last dependency ends (a unique index forbids spawning it twice), and the
+step that closes the last one ends the Flow, once. A Flow that is itself a
+step fans in one level up, in the same transaction. Children created by
+hand (no ``flow_step_id``) are not steps and are never counted.
+
+Each stage handles every ended step of the move at once: reading the Flows'
+counters, counting down, spawning, ending Flows. The decision between them
+(:func:`plan`) is pure.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Connection
 
-from tasks_core.flow_definitions import FLOW_KIND, Step, refs_in, resolve_refs
+from tasks_core.flow_definitions import Step, refs_in, resolve_refs
 from tasks_core.ids import new_id
-from tasks_core.records import TaskRecord
+from tasks_core.lifecycle import statements
+from tasks_core.lifecycle.moves import STEP_FAILED, Publish
 from tasks_core.status import Status
-from tasks_core.storage.tasks import (
-    append_event,
-    cancel_subtree,
-    get_task,
-    lock_task,
-    transition,
-)
-
-STEP_FAILED = "step_failed"
-
-_LOCK_CHAIN = text(
-    """
-WITH RECURSIVE chain AS (
-    SELECT id, parent_id, flow_step_id FROM tasks WHERE id = :id
-    UNION ALL
-    SELECT t.id, t.parent_id, t.flow_step_id FROM tasks t JOIN chain c ON t.id = c.parent_id
-    WHERE c.flow_step_id IS NOT NULL
-)
-SELECT t.id FROM tasks t WHERE t.id IN (SELECT id FROM chain) ORDER BY t.id FOR UPDATE OF t
-"""
-)
+from tasks_core.task import NewTask, TaskRecord, TaskSpec
 
 
-def lock_chain(conn: Connection, task_id: uuid.UUID) -> None:
-    """Lock a task and every Flow it is (transitively) a step of."""
-    conn.execute(_LOCK_CHAIN, {"id": task_id})
+class Ended(Protocol):
+    """What fan-in needs of a task that just ended."""
 
-
-def lock_for_change(
-    conn: Connection, organization_id: uuid.UUID, task_id: uuid.UUID
-) -> TaskRecord | None:
-    """Lock a task of the organization before changing its status: a Flow's
-    step together with the Flows above it (its end may fan in to them)."""
-    task = get_task(conn, organization_id, task_id)
-    if task is None:
-        return None
-    if task.flow_step_id is None:
-        return lock_task(conn, organization_id, task_id)
-    lock_chain(conn, task_id)
-    return get_task(conn, organization_id, task_id)
-
-
-def start_flow(
-    conn: Connection, flow: TaskRecord, steps: list[Step], *, actor: str
-) -> list[TaskRecord] | None:
-    """Store a claimed Flow's steps, move it to `waiting` and spawn the steps
-    that wait on nothing. Returns the tasks to publish, or None when the run
-    was fenced off (the Flow is no longer this attempt's)."""
-    if not steps:
-        done = _end_flow(
-            conn, flow, Status.COMPLETED, output={}, actor=actor, sources={Status.RUNNING}
-        )
-        return None if done is None else _cascade(conn, done, actor=actor)
-    waiting = transition(
-        conn,
-        flow.id,
-        Status.WAITING,
-        actor=actor,
-        sources={Status.RUNNING},
-        guard="AND attempt = :attempt",
-        extra_sets=", open_steps = :open, lease_expires_at = NULL",
-        params={"attempt": flow.attempt, "open": len(steps)},
-    )
-    if waiting is None:
-        return None
-    _insert_steps(conn, flow.id, steps)
-    roots = [s for s in steps if not s.after]
-    spawned = _spawn(conn, waiting, roots, actor=actor)
-    append_event(conn, flow.id, "spawned", actor=actor, detail={"steps": [s.id for s in roots]})
-    return spawned
-
-
-def fan_in(conn: Connection, child: TaskRecord, *, actor: str) -> list[TaskRecord]:
-    """Account for a step's child that just ended; returns newly spawned tasks."""
-    assert child.parent_id is not None and child.flow_step_id is not None
-    flow = _flow_row(conn, child.parent_id)
-    if flow is None or flow.status is not Status.WAITING:
-        return []  # the Flow ended already (failed, cancelled): nothing more happens
-    spec = conn.execute(
-        text("SELECT spec, dependents FROM flow_steps WHERE flow_id = :f AND step_id = :s"),
-        {"f": flow.id, "s": child.flow_step_id},
-    ).first()
-    if spec is None:
-        return []
-    step = Step.from_json(spec.spec)
-    if child.status is not Status.COMPLETED and not step.continue_on_error:
-        return _fail_flow(conn, flow, child, actor=actor)
-    open_steps = conn.execute(
-        text("UPDATE tasks SET open_steps = open_steps - 1 WHERE id = :id RETURNING open_steps"),
-        {"id": flow.id},
-    ).scalar_one()
-    ready = _release_dependents(conn, flow.id, list(spec.dependents))
-    spawned = _spawn(conn, flow, ready, actor=actor)
-    append_event(
-        conn,
-        flow.id,
-        "fan_in",
-        actor=actor,
-        detail={
-            "step": child.flow_step_id,
-            "status": child.status.value,
-            "open_steps": open_steps,
-            "spawned": [s.id for s in ready],
-        },
-    )
-    if open_steps > 0:
-        return spawned
-    done = _end_flow(conn, flow, Status.COMPLETED, output=_outputs(conn, flow.id), actor=actor)
-    return spawned + (_cascade(conn, done, actor=actor) if done else [])
-
-
-def _fail_flow(
-    conn: Connection, flow: FlowState, child: TaskRecord, *, actor: str
-) -> list[TaskRecord]:
-    """A step failed (or was cancelled) without continueOnError: the Flow fails
-    and everything still open under it is cancelled."""
-    cause = child.errors[0] if child.errors else {"code": child.status.value, "message": ""}
-    message = f"step {child.flow_step_id!r} {child.status.value}"
-    if cause.get("message") or cause.get("code") != child.status.value:
-        message += f": {cause.get('code')}: {cause.get('message')}"
-    errors = [{"code": STEP_FAILED, "message": message}]
-    append_event(
-        conn,
-        flow.id,
-        "fan_in",
-        actor=actor,
-        detail={"step": child.flow_step_id, "status": child.status.value, "fails_flow": True},
-    )
-    done = _end_flow(conn, flow, Status.FAILED, errors=errors, actor=actor)
-    if done is None:
-        return []
-    cancel_subtree(conn, flow.organization_id, flow.id, actor=actor)
-    return _cascade(conn, done, actor=actor)
-
-
-def _end_flow(
-    conn: Connection,
-    flow: TaskRecord | FlowState,
-    status: Status,
-    *,
-    actor: str,
-    output: Any = None,
-    errors: list[dict[str, str]] | None = None,
-    sources: set[Status] | None = None,
-) -> TaskRecord | None:
-    return transition(
-        conn,
-        flow.id,
-        status,
-        actor=actor,
-        sources=sources or {Status.WAITING},
-        extra_sets=", output = :output, errors = :errors, open_steps = 0, lease_expires_at = NULL",
-        params={"output": output, "errors": errors or []},
-        json_params=("output", "errors"),
-        detail={"flow": "ended"},
-    )
-
-
-def _cascade(conn: Connection, flow: TaskRecord, *, actor: str) -> list[TaskRecord]:
-    """A Flow that is itself a step of a Flow ended: fan in one level up."""
-    if flow.flow_step_id is None or flow.parent_id is None:
-        return []
-    return fan_in(conn, flow, actor=actor)
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def parent_id(self) -> uuid.UUID | None: ...
+    @property
+    def flow_step_id(self) -> str | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def errors(self) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
-class FlowState:
-    """What fan-in needs of a Flow (not its params: a large Flow's steps are
-    there, and fan-in runs once per step)."""
+class ParentFlow:
+    """The Flow a step belongs to, as fan-in reads it: what its children
+    inherit and its counter, not its params (a large Flow's steps are there)."""
 
     id: uuid.UUID
     organization_id: uuid.UUID
+    author_id: str | None
+    app_id: str | None
+    state_id: uuid.UUID | None
+    open_steps: int
+
+    @classmethod
+    def of(cls, task: TaskRecord) -> ParentFlow:
+        return cls(
+            task.id,
+            task.organization_id,
+            task.author_id,
+            task.app_id,
+            task.state_id,
+            task.open_steps or 0,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StepEnd:
+    """One ended step, with its Flow and its definition."""
+
+    child_id: uuid.UUID
+    step: Step
+    dependents: tuple[str, ...]  # the steps that run after this one
     status: Status
-    input: Any
-    parent_id: uuid.UUID | None
-    flow_step_id: str | None
+    errors: Any
+    flow: ParentFlow
 
 
-def _flow_row(conn: Connection, flow_id: uuid.UUID) -> FlowState | None:
-    row = conn.execute(
-        text(
-            "SELECT id, organization_id, status, input, parent_id, flow_step_id FROM tasks "
-            "WHERE id = :id AND kind = :flow"
-        ),
-        {"id": flow_id, "flow": FLOW_KIND},
-    ).first()
-    if row is None:
-        return None
-    return FlowState(
-        id=row.id,
-        organization_id=row.organization_id,
-        status=Status(row.status),
-        input=row.input,
-        parent_id=row.parent_id,
-        flow_step_id=row.flow_step_id,
-    )
+@dataclass
+class Plan:
+    """What fan-in does for one batch of ended steps."""
+
+    counts: dict[uuid.UUID, int] = field(default_factory=dict)  # Flow -> steps ended
+    releases: dict[tuple[uuid.UUID, str], int] = field(default_factory=dict)  # dependencies ended
+    events: list[tuple[uuid.UUID, dict[str, Any]]] = field(default_factory=list)  # fan_in lines
+    ready: dict[uuid.UUID, list[Step]] = field(default_factory=dict)  # Flow -> steps to spawn
+    flows: dict[uuid.UUID, ParentFlow] = field(default_factory=dict)
+    complete: list[uuid.UUID] = field(default_factory=list)
+    fail: dict[uuid.UUID, list[dict[str, str]]] = field(default_factory=dict)  # Flow -> errors
 
 
-def _insert_steps(conn: Connection, flow_id: uuid.UUID, steps: list[Step]) -> None:
-    dependents: dict[str, list[str]] = {s.id: [] for s in steps}
-    for step in steps:
-        for dep in set(step.after):
-            dependents[dep].append(step.id)
-    rows = [
-        {
-            "step_id": s.id,
-            "spec": s.to_json(),
-            "dependents": dependents[s.id],
-            "pending": len(set(s.after)),
-        }
-        for s in steps
-    ]
-    conn.execute(
-        text(
-            """
-INSERT INTO flow_steps (flow_id, step_id, spec, dependents, pending)
-SELECT :flow, r.step_id, r.spec, ARRAY(SELECT jsonb_array_elements_text(r.dependents)), r.pending
-FROM jsonb_to_recordset(:rows) AS r(step_id text, spec jsonb, dependents jsonb, pending int)
-"""
-        ).bindparams(bindparam("rows", type_=JSONB)),
-        {"flow": flow_id, "rows": rows},
-    )
+def plan(
+    ends: Sequence[StepEnd], pending: Mapping[tuple[uuid.UUID, str], tuple[int, Step]]
+) -> Plan:
+    """Decide, for steps that ended (ordered by Flow, then child), what each
+    Flow does: fail (a step failed without continueOnError; nothing more is
+    spawned), or count down, spawn the steps now waiting on nothing, and
+    complete when none is open. ``pending`` holds each dependent's count of
+    dependencies not ended yet, and its definition."""
+    result = Plan()
+    by_flow: dict[uuid.UUID, list[StepEnd]] = defaultdict(list)
+    for end in ends:
+        by_flow[end.flow.id].append(end)
+    for flow_id, flow_ends in by_flow.items():
+        flow = flow_ends[0].flow
+        result.flows[flow_id] = flow
+        failing = next((e for e in flow_ends if _fails_flow(e)), None)
+        if failing is not None:
+            detail = {"step": failing.step.id, "status": failing.status.value, "fails_flow": True}
+            result.events.append((flow_id, detail))
+            result.fail[flow_id] = [_step_failed(failing)]
+            continue
+        _count_down(result, flow, flow_ends, pending)
+    return result
 
 
-def _release_dependents(conn: Connection, flow_id: uuid.UUID, dependents: list[str]) -> list[Step]:
-    """One dependency of each of ``dependents`` ended; those waiting on nothing more are ready."""
-    if not dependents:
-        return []
-    rows = conn.execute(
-        text(
-            "UPDATE flow_steps SET pending = pending - 1 "
-            "WHERE flow_id = :f AND step_id = ANY(:ids) RETURNING spec, pending"
-        ),
-        {"f": flow_id, "ids": dependents},
-    )
-    ready = [Step.from_json(r.spec) for r in rows if r.pending == 0]
-    return sorted(ready, key=lambda s: s.id)
+def _fails_flow(end: StepEnd) -> bool:
+    return end.status is not Status.COMPLETED and not end.step.continue_on_error
 
 
-_SPAWN = text(
-    """
-WITH r AS (
-    SELECT * FROM jsonb_to_recordset(:rows) AS r(
-        id uuid, kind text, target_id text, executor_id text, title text, input jsonb,
-        params jsonb, max_attempts int, timeout_seconds float8, flow_step_id text)
-), t AS (
-    INSERT INTO tasks (id, organization_id, author_id, app_id, parent_id, state_id, kind, status,
-                       target_id, executor_id, title, input, params, errors, max_attempts,
-                       timeout_seconds, flow_step_id, created_at, updated_at)
-    SELECT r.id, f.organization_id, f.author_id, f.app_id, f.id, f.state_id, r.kind, 'created',
-           r.target_id, r.executor_id, r.title, r.input, coalesce(r.params, '{}'::jsonb),
-           '[]'::jsonb, r.max_attempts, r.timeout_seconds, r.flow_step_id, now(), now()
-    -- Only what children inherit: a large Flow's params (its steps) are not read per spawn.
-    FROM r CROSS JOIN (
-        SELECT id, organization_id, author_id, app_id, state_id FROM tasks WHERE id = :flow
-    ) AS f
-    ORDER BY r.id
-    RETURNING *
-), ev AS (
-    INSERT INTO task_events (task_id, type, to_status, actor, detail)
-    SELECT id, 'created', 'created', :actor,
-           jsonb_build_object('flow', parent_id, 'step', flow_step_id)
-    FROM t
-)
-SELECT * FROM t ORDER BY id
-"""
-).bindparams(bindparam("rows", type_=JSONB))
+def _step_failed(end: StepEnd) -> dict[str, str]:
+    """The Flow's error naming its failed (or cancelled) step and the cause."""
+    first = end.errors[0] if isinstance(end.errors, list) and end.errors else None
+    cause = first if isinstance(first, dict) else {"code": end.status.value, "message": ""}
+    message = f"step {end.step.id!r} {end.status.value}"
+    if cause.get("message") or cause.get("code") != end.status.value:
+        message += f": {cause.get('code')}: {cause.get('message')}"
+    return {"code": STEP_FAILED, "message": message}
 
 
-def _spawn(
-    conn: Connection, flow: TaskRecord | FlowState, steps: list[Step], *, actor: str
-) -> list[TaskRecord]:
-    """Create the child tasks of ``steps`` (inputs resolved) in one statement."""
-    if not steps:
-        return []
-    outputs = _step_outputs(
+def _count_down(
+    result: Plan,
+    flow: ParentFlow,
+    ends: Sequence[StepEnd],
+    pending: Mapping[tuple[uuid.UUID, str], tuple[int, Step]],
+) -> None:
+    """Steps end one after another: each lowers the open count and its
+    dependents' pending counts; a dependent spawns on the end that frees it."""
+    open_steps = flow.open_steps
+    waiting = {key: count for key, (count, _) in pending.items() if key[0] == flow.id}
+    ready: list[Step] = []
+    for end in ends:
+        open_steps -= 1
+        freed = []
+        for dependent in end.dependents:
+            key = (flow.id, dependent)
+            if key not in waiting:
+                continue  # a definition out of step with its rows: never spawn blindly
+            waiting[key] -= 1
+            result.releases[key] = result.releases.get(key, 0) + 1
+            if waiting[key] == 0:
+                freed.append(pending[key][1])
+        freed.sort(key=lambda s: s.id)
+        ready += freed
+        result.events.append(
+            (
+                flow.id,
+                {
+                    "step": end.step.id,
+                    "status": end.status.value,
+                    "open_steps": open_steps,
+                    "spawned": [s.id for s in freed],
+                },
+            )
+        )
+    result.counts[flow.id] = len(ends)
+    if ready:
+        result.ready[flow.id] = ready
+    if open_steps <= 0:
+        result.complete.append(flow.id)
+
+
+@dataclass
+class FanIn:
+    """What fan-in did: tasks to publish after commit, Flows it ended."""
+
+    publish: list[Publish] = field(default_factory=list)
+    ended: list[TaskRecord] = field(default_factory=list)
+
+
+def fan_in(conn: Connection, ended: Iterable[Ended], *, actor: str) -> FanIn:
+    """Account for tasks that just ended; those that are steps of a waiting
+    Flow count down, spawn and end it, level after level up the Flow chain."""
+    result = FanIn()
+    level = [e for e in ended if e.flow_step_id is not None and e.parent_id is not None]
+    while level:
+        ends = _step_ends(conn, level)
+        if not ends:
+            break
+        decided = plan(ends, _pending(conn, ends))
+        _write_counts(conn, decided, actor=actor)
+        for flow_id, steps in decided.ready.items():
+            result.publish += spawn(conn, decided.flows[flow_id], steps, actor=actor)
+        flows = _end_flows(conn, decided, actor=actor)
+        result.ended += flows
+        level = [f for f in flows if f.flow_step_id is not None and f.parent_id is not None]
+    return result
+
+
+def _step_ends(conn: Connection, level: Sequence[Ended]) -> list[StepEnd]:
+    """The ended steps whose Flow still waits (others end nothing more: the
+    Flow failed or was cancelled, or the task is no step of a Flow any more)."""
+    rows = statements.fan_in_state(
         conn,
-        flow.id,
-        {r.split(".")[1] for s in steps for r in refs_in(s.input) if r.startswith("steps.")},
+        [
+            {
+                "id": e.id,
+                "parent_id": e.parent_id,
+                "step": e.flow_step_id,
+                "status": str(e.status),
+                "errors": e.errors,
+            }
+            for e in level
+        ],
     )
-    rows = [
+    return [
+        StepEnd(
+            child_id=r.child_id,
+            step=Step.from_json(r.spec),
+            dependents=tuple(r.dependents),
+            status=Status(r.child_status),
+            errors=r.child_errors,
+            flow=ParentFlow(
+                r.flow_id, r.organization_id, r.author_id, r.app_id, r.state_id, r.open_steps or 0
+            ),
+        )
+        for r in rows
+    ]
+
+
+def _pending(
+    conn: Connection, ends: Sequence[StepEnd]
+) -> dict[tuple[uuid.UUID, str], tuple[int, Step]]:
+    pairs = sorted({(e.flow.id, d) for e in ends for d in e.dependents})
+    if not pairs:
+        return {}
+    return {
+        (r.flow_id, r.step_id): (int(r.pending), Step.from_json(r.spec))
+        for r in statements.pending(conn, pairs)
+    }
+
+
+def _write_counts(conn: Connection, decided: Plan, *, actor: str) -> None:
+    if not decided.events:
+        return
+    statements.count_down(
+        conn,
+        counts=[{"id": f, "k": k} for f, k in decided.counts.items()],
+        releases=[{"flow_id": f, "step_id": s, "k": k} for (f, s), k in decided.releases.items()],
+        events=[{"ord": i, "task_id": f, "detail": d} for i, (f, d) in enumerate(decided.events)],
+        actor=actor,
+    )
+
+
+def _end_flows(conn: Connection, decided: Plan, *, actor: str) -> list[TaskRecord]:
+    """Complete the Flows with no open step (output: step id -> output) and
+    fail those a step failed, cancelling everything still open under them."""
+    if not decided.complete and not decided.fail:
+        return []
+    outputs = flow_outputs(conn, decided.complete)
+    rows: list[dict[str, Any]] = [
         {
-            "id": str(new_id()),
-            "kind": s.kind,
-            "target_id": s.target_id,
-            "executor_id": s.executor_id,
-            "title": s.title,
-            "input": resolve_refs(s.input, flow_input=flow.input, outputs=outputs),
-            "params": s.params,
-            "max_attempts": s.max_attempts,
-            "timeout_seconds": s.timeout_seconds,
-            "flow_step_id": s.id,
+            "id": f,
+            "attempt": None,
+            "status": Status.COMPLETED,
+            "output": outputs.get(f, {}),
+            "errors": [],
         }
+        for f in decided.complete
+    ] + [
+        {"id": f, "attempt": None, "status": Status.FAILED, "output": None, "errors": errors}
+        for f, errors in decided.fail.items()
+    ]
+    ended = statements.end_flows(conn, rows, actor=actor)
+    failed = [f.id for f in ended if f.status is Status.FAILED]
+    if failed:
+        statements.cancel(conn, failed, actor=actor)
+    return ended
+
+
+def flow_outputs(
+    conn: Connection, flow_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """Each Flow's output: step id -> output; a failed step (continueOnError)
+    -> ``{"status": "failed", "errors": [...]}``."""
+    if not flow_ids:
+        return {}
+    result: dict[uuid.UUID, dict[str, Any]] = defaultdict(dict)
+    for r in statements.outputs(conn, flow_ids):
+        result[r.flow_id][r.flow_step_id] = (
+            r.output if r.status == Status.COMPLETED else {"status": r.status, "errors": r.errors}
+        )
+    return result
+
+
+def spawn(
+    conn: Connection,
+    flow: ParentFlow,
+    steps: Sequence[Step],
+    *,
+    actor: str,
+    flow_input: Any = None,
+    input_read: bool = False,
+) -> list[Publish]:
+    """Create the child tasks of ``steps`` (inputs resolved) in one statement;
+    they share their Flow's organization, author, app and state."""
+    refs = {r for s in steps for r in refs_in(s.input)}
+    needs_input = not input_read and any(r.split(".")[0] == "input" for r in refs)
+    wanted = sorted({r.split(".")[1] for r in refs if r.startswith("steps.")})
+    outputs: dict[str, Any] = {}
+    if needs_input or wanted:
+        rows = statements.step_data(
+            conn, [flow.id] if needs_input else [], [flow.id] if wanted else [], wanted
+        )
+        for r in rows:
+            if r.step is None:
+                flow_input = r.value
+            else:
+                outputs[r.step] = r.value
+    new = [
+        NewTask(
+            id=new_id(),
+            organization_id=flow.organization_id,
+            author_id=flow.author_id,
+            spec=TaskSpec(
+                kind=s.kind,
+                app_id=flow.app_id,
+                target_id=s.target_id,
+                executor_id=s.executor_id,
+                title=s.title,
+                input=resolve_refs(s.input, flow_input=flow_input, outputs=outputs),
+                params=s.params,
+                max_attempts=s.max_attempts,
+                timeout_seconds=s.timeout_seconds,
+            ),
+            parent_id=flow.id,
+            state_id=flow.state_id,
+            flow_step_id=s.id,
+        )
         for s in steps
     ]
-    result = conn.execute(_SPAWN, {"rows": rows, "flow": flow.id, "actor": actor}).mappings()
-    return [TaskRecord.from_row(r) for r in result]
-
-
-def _step_outputs(conn: Connection, flow_id: uuid.UUID, step_ids: set[str]) -> dict[str, Any]:
-    if not step_ids:
-        return {}
-    rows = conn.execute(
-        text(
-            "SELECT flow_step_id, output FROM tasks "
-            "WHERE parent_id = :f AND flow_step_id = ANY(:ids) AND status = 'completed'"
-        ),
-        {"f": flow_id, "ids": sorted(step_ids)},
-    )
-    return {r.flow_step_id: r.output for r in rows}
-
-
-def _outputs(conn: Connection, flow_id: uuid.UUID) -> dict[str, Any]:
-    """The Flow's output: step id -> output; a failed step (continueOnError)
-    -> ``{"status": "failed", "errors": [...]}``."""
-    rows = conn.execute(
-        text(
-            "SELECT flow_step_id, status, output, errors FROM tasks "
-            "WHERE parent_id = :f AND flow_step_id IS NOT NULL ORDER BY id"
-        ),
-        {"f": flow_id},
-    )
-    return {
-        r.flow_step_id: r.output
-        if r.status == Status.COMPLETED.value
-        else {"status": r.status, "errors": r.errors}
-        for r in rows
-    }
+    created = statements.create(conn, [t.columns() for t in new], [], actor=actor, trusted=True)
+    return [Publish(task) for task in created]

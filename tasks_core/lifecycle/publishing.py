@@ -1,21 +1,80 @@
-"""Handing a stored task to the broker: publish after commit, then mark it `queued`."""
+"""Running a move against a store, and handing tasks to the broker after commit.
+
+:func:`execute` is how a move is made: applied in one autocommitted
+statement, or in one transaction (retried on a deadlock), and then what it
+asks for is published. A new task is published after its commit and then
+marked `queued`; if the broker can not be reached it stays `created`
+(durable already) and the sweeper publishes it later.
+"""
 
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from sqlalchemy.exc import DBAPIError
 
+from tasks_core.lifecycle.engine import apply, needs_transaction
+from tasks_core.lifecycle.moves import Applied, MarkQueued, Move, Publish
 from tasks_core.publisher import TaskMessage
 from tasks_core.queues import queue_name
-from tasks_core.records import TaskRecord
 from tasks_core.status import Status
-from tasks_core.storage.tasks import get_task, mark_queued, transition
 from tasks_core.store import Store
+from tasks_core.task import TaskRecord
 
 log = logging.getLogger(__name__)
 
 PUBLISHER_ACTOR = "system:publisher"
+
+
+def execute(store: Store, move: Move, *, relaxed: bool = False) -> Applied:
+    """Apply ``move`` and publish what it asks for after commit.
+
+    ``relaxed`` commits without waiting for the WAL flush, for single
+    statements a database crash may undo harmlessly (see
+    ``Store.relaxed_statement``)."""
+    if needs_transaction(move):
+        applied = store.atomic(lambda conn: apply(conn, move))
+    elif relaxed:
+        with store.relaxed_statement() as conn:
+            applied = apply(conn, move)
+    else:
+        with store.statement() as conn:
+            applied = apply(conn, move)
+    publish(store, applied.publish)
+    return applied
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What a publish did: the `created` tasks now marked `queued`, and the
+    tasks the broker could not take (left to the sweeper)."""
+
+    queued: dict[uuid.UUID, TaskRecord] = field(default_factory=dict)
+    failed: frozenset[uuid.UUID] = frozenset()
+
+
+def publish(store: Store, items: Sequence[Publish]) -> Published:
+    """Publish committed tasks; mark the `created` ones that went out `queued`
+    in one statement."""
+    if not items:
+        return Published()
+    sent = [item.task for item in items if try_publish(store, item.task, countdown=item.countdown)]
+    failed = frozenset(item.task.id for item in items) - {t.id for t in sent}
+    created = tuple(t.id for t in sent if t.status is Status.CREATED)
+    if not created:
+        return Published(failed=failed)
+    try:
+        with store.relaxed_statement() as conn:
+            marked = apply(conn, MarkQueued(created, actor=PUBLISHER_ACTOR))
+    except DBAPIError:
+        # Stored and published: only the `queued` mark is missing, which
+        # nothing depends on (the claim takes `created` too).
+        log.warning("%d published task(s) not marked queued", len(created), exc_info=True)
+        return Published(failed=failed)
+    return Published(queued=dict(marked.tasks), failed=failed)
 
 
 def message_for(task: TaskRecord, prefix: str) -> TaskMessage:
@@ -40,41 +99,3 @@ def try_publish(store: Store, task: TaskRecord, *, countdown: float | None = Non
         log.warning("publish of task %s failed; the sweeper will retry", task.id, exc_info=True)
         return False
     return True
-
-
-def enqueue(store: Store, task: TaskRecord) -> TaskRecord:
-    """Publish a committed `created` task and move it to `queued`.
-
-    If the broker is unreachable the task stays `created` (it is durable
-    already) and the sweeper publishes it later; the caller still gets the
-    task. A worker may claim the task before it is marked `queued`: the claim
-    accepts `created` too, and the guarded move below then changes nothing.
-    """
-    if not try_publish(store, task):
-        return task
-    try:
-        with store.relaxed_statement() as conn:
-            moved = transition(
-                conn, task.id, Status.QUEUED, actor=PUBLISHER_ACTOR, sources={Status.CREATED}
-            )
-            if moved is not None:
-                return moved
-            return get_task(conn, task.organization_id, task.id) or task
-    except DBAPIError:
-        # Stored and published: only the `queued` mark is missing, which
-        # nothing depends on (the claim takes `created` too).
-        log.warning("task %s published but not marked queued", task.id, exc_info=True)
-        return task
-
-
-def enqueue_many(store: Store, tasks: list[TaskRecord]) -> None:
-    """Publish committed `created` tasks (a Flow's new steps) and mark the
-    published ones `queued` in one statement. Tasks whose publish fails stay
-    `created` for the sweeper."""
-    published = [task.id for task in tasks if try_publish(store, task)]
-    if published:
-        try:
-            with store.relaxed_statement() as conn:
-                mark_queued(conn, published, actor=PUBLISHER_ACTOR)
-        except DBAPIError:  # published already; see enqueue()
-            log.warning("%d published tasks not marked queued", len(published), exc_info=True)

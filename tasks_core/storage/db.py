@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine, text
 
 from tasks_core.settings import Settings, get_settings
 
@@ -38,3 +38,8 @@ def make_engine(
         pool_timeout=10,
         connect_args={"options": options, "connect_timeout": 5},
     )
+
+
+def ping(conn: Connection) -> None:
+    """Raise unless the database answers."""
+    conn.execute(text("SELECT 1"))

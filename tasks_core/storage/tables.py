@@ -1,8 +1,10 @@
 """The tables, as typed SQLAlchemy 2 models.
 
-Rows are storage shapes only: services turn them into API schemas at the
-edge. The Alembic migrations in ``tasks_core/migrations`` create exactly this
-metadata (a test compares the two).
+The ``tasks`` table is derived from :class:`tasks_core.task.TaskRecord`, the
+one declaration of a task's fields; the others are declared here. Rows are
+storage shapes only: the API turns them into its schemas at the edge. The
+Alembic migrations in ``tasks_core/migrations`` create exactly this metadata
+(a test compares the two).
 
 Index plan: every list filter of ``GET /v1/tasks`` is ``organization_id`` plus
 at most one column, ordered by ``id`` (a UUIDv7, so id order is creation
@@ -13,6 +15,8 @@ mostly NULL get partial indexes to stay small.
 
 from __future__ import annotations
 
+import types
+import typing
 import uuid
 from datetime import datetime
 from typing import Any
@@ -20,6 +24,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Column,
     DateTime,
     Float,
     ForeignKey,
@@ -27,6 +32,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Table,
     Text,
     Uuid,
     func,
@@ -36,6 +42,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from tasks_core.status import Status
+from tasks_core.task import TASK_FIELDS, TaskField
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -103,118 +110,114 @@ class State(Base):
     updated_at: Mapped[datetime] = _now()
 
 
-class Task(Base):
-    """One unit of work: the source of truth for its status and results."""
+# How each Python type of a task's field is stored.
+_SQL_TYPES: dict[Any, Any] = {
+    uuid.UUID: Uuid,
+    str: Text,
+    Status: Text,
+    int: Integer,
+    float: Float,
+    datetime: DateTime(timezone=True),
+}
 
-    __tablename__ = "tasks"
+# What a column needs beyond its type: keys, references and defaults.
+_TASK_COLUMNS: dict[str, dict[str, Any]] = {
+    "id": {"primary_key": True},
+    "organization_id": {"references": ForeignKey("organizations.id", ondelete="CASCADE")},
+    "parent_id": {"references": ForeignKey("tasks.id", ondelete="CASCADE")},
+    "state_id": {"references": ForeignKey("states.id", ondelete="SET NULL")},
+    "params": {"server_default": text("'{}'::jsonb")},
+    "errors": {"server_default": text("'[]'::jsonb")},
+    "attempt": {"server_default": text("0")},
+    "max_attempts": {"server_default": text("1")},
+    "created_at": {"server_default": func.now()},
+    "updated_at": {"server_default": func.now()},
+}
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    organization_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False
-    )
-    author_id: Mapped[str | None] = mapped_column(Text)
-    parent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
-    state_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("states.id", ondelete="SET NULL"))
-    kind: Mapped[str] = mapped_column(Text, nullable=False)
-    status: Mapped[str] = mapped_column(Text, nullable=False)
-    app_id: Mapped[str | None] = mapped_column(Text)
-    executor_id: Mapped[str | None] = mapped_column(Text)
-    target_id: Mapped[str | None] = mapped_column(Text)
-    title: Mapped[str | None] = mapped_column(Text)
-    description: Mapped[str | None] = mapped_column(Text)
-    input: Mapped[Any] = mapped_column(JSONB(none_as_null=True), nullable=True)
-    output: Mapped[Any] = mapped_column(JSONB(none_as_null=True), nullable=True)
-    params: Mapped[dict[str, Any]] = mapped_column(
-        JSONB, nullable=False, server_default=text("'{}'::jsonb")
-    )
-    errors: Mapped[list[dict[str, Any]]] = mapped_column(
-        JSONB, nullable=False, server_default=text("'[]'::jsonb")
-    )
-    # Number of the current run; outcomes are fenced by it.
-    attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
-    max_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
-    timeout_seconds: Mapped[float | None] = mapped_column(Float)
-    # A running task's owner renews this; past it, the owner is presumed dead.
-    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    worker: Mapped[str | None] = mapped_column(Text)
-    # A Flow's child task: the id of the step it runs (NULL for other tasks,
-    # including children created by hand, which a Flow does not wait for).
-    flow_step_id: Mapped[str | None] = mapped_column(Text)
-    # A running Flow: how many of its steps have not ended yet.
-    open_steps: Mapped[int | None] = mapped_column(Integer)
-    # A queued retry may not run before this (its backoff); the sweeper waits too.
-    available_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Fail the task if it waits in `created`/`queued` longer than this.
-    queue_timeout_seconds: Mapped[float | None] = mapped_column(Float)
-    created_at: Mapped[datetime] = _now()
-    updated_at: Mapped[datetime] = _now()
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (
-        CheckConstraint(f"status IN ({_STATUS_LIST})", name="status"),
-        CheckConstraint(
-            "ended_at IS NULL OR started_at IS NULL OR ended_at >= started_at",
-            name="times",
-        ),
-        Index("ix_tasks_org_id", "organization_id", "id"),
-        Index("ix_tasks_org_status_id", "organization_id", "status", "id"),
-        Index("ix_tasks_org_kind_id", "organization_id", "kind", "id"),
-        Index(
-            "ix_tasks_org_executor_id",
-            "organization_id",
-            "executor_id",
-            "id",
-            postgresql_where=text("executor_id IS NOT NULL"),
-        ),
-        Index(
-            "ix_tasks_org_app_id",
-            "organization_id",
-            "app_id",
-            "id",
-            postgresql_where=text("app_id IS NOT NULL"),
-        ),
-        Index(
-            "ix_tasks_org_target_id",
-            "organization_id",
-            "target_id",
-            "id",
-            postgresql_where=text("target_id IS NOT NULL"),
-        ),
-        # Children of a task (nesting, cancel of a subtree, the parentId filter).
-        Index(
-            "ix_tasks_parent_id",
-            "parent_id",
-            "id",
-            postgresql_where=text("parent_id IS NOT NULL"),
-        ),
-        Index(
-            "ix_tasks_state_id",
-            "state_id",
-            postgresql_where=text("state_id IS NOT NULL"),
-        ),
-        # Running tasks by lease, for finding the ones whose worker died.
-        Index(
-            "ix_tasks_running_lease",
-            "lease_expires_at",
-            postgresql_where=text("status = 'running'"),
-        ),
-        CheckConstraint("max_attempts >= 1", name="max_attempts"),
-        # Tasks waiting for a worker, oldest first: what the sweeper re-publishes.
-        Index(
-            "ix_tasks_waiting_updated_at",
-            "updated_at",
-            postgresql_where=text("status IN ('created', 'queued')"),
-        ),
-        # A step runs as at most one child: spawning twice is impossible.
-        Index(
-            "ux_tasks_parent_id_flow_step_id",
-            "parent_id",
-            "flow_step_id",
-            unique=True,
-            postgresql_where=text("flow_step_id IS NOT NULL"),
-        ),
-    )
+def _task_column(task_field: TaskField) -> Column[Any]:
+    """The column of one field of :class:`TaskRecord`: its type and nullability
+    from the field's annotation (``X | None`` may be NULL; so may ``Any``)."""
+    hint = task_field.type
+    options = dict(_TASK_COLUMNS.get(task_field.name, {}))
+    references = options.pop("references", None)
+    members = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    nullable = type(None) in members or hint is Any
+    base = next(m for m in members if m is not type(None))
+    sql_type = _SQL_TYPES.get(base) or JSONB(none_as_null=True)  # Any, dicts and lists
+    args = (references,) if references is not None else ()
+    return Column(task_field.name, sql_type, *args, nullable=nullable, **options)
+
+
+tasks = Table(
+    "tasks",
+    Base.metadata,
+    *(_task_column(f) for f in TASK_FIELDS if f.role.stored),
+    CheckConstraint(f"status IN ({_STATUS_LIST})", name="status"),
+    CheckConstraint(
+        "ended_at IS NULL OR started_at IS NULL OR ended_at >= started_at",
+        name="times",
+    ),
+    Index("ix_tasks_org_id", "organization_id", "id"),
+    Index("ix_tasks_org_status_id", "organization_id", "status", "id"),
+    Index("ix_tasks_org_kind_id", "organization_id", "kind", "id"),
+    Index(
+        "ix_tasks_org_executor_id",
+        "organization_id",
+        "executor_id",
+        "id",
+        postgresql_where=text("executor_id IS NOT NULL"),
+    ),
+    Index(
+        "ix_tasks_org_app_id",
+        "organization_id",
+        "app_id",
+        "id",
+        postgresql_where=text("app_id IS NOT NULL"),
+    ),
+    Index(
+        "ix_tasks_org_target_id",
+        "organization_id",
+        "target_id",
+        "id",
+        postgresql_where=text("target_id IS NOT NULL"),
+    ),
+    # Children of a task (nesting, cancel of a subtree, the parentId filter).
+    Index(
+        "ix_tasks_parent_id",
+        "parent_id",
+        "id",
+        postgresql_where=text("parent_id IS NOT NULL"),
+    ),
+    Index(
+        "ix_tasks_state_id",
+        "state_id",
+        postgresql_where=text("state_id IS NOT NULL"),
+    ),
+    # Running tasks by lease, for finding the ones whose worker died.
+    Index(
+        "ix_tasks_running_lease",
+        "lease_expires_at",
+        postgresql_where=text("status = 'running'"),
+    ),
+    CheckConstraint("max_attempts >= 1", name="max_attempts"),
+    # Tasks waiting for a worker, oldest first: what the sweeper re-publishes.
+    Index(
+        "ix_tasks_waiting_updated_at",
+        "updated_at",
+        postgresql_where=text("status IN ('created', 'queued')"),
+    ),
+    # A step runs as at most one child: spawning twice is impossible.
+    Index(
+        "ux_tasks_parent_id_flow_step_id",
+        "parent_id",
+        "flow_step_id",
+        unique=True,
+        postgresql_where=text("flow_step_id IS NOT NULL"),
+    ),
+)
+"""One unit of work: the source of truth for its status and results. Its
+columns are the fields of :class:`TaskRecord`, the one declaration of a task."""
 
 
 class TaskEvent(Base):

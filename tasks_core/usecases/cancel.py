@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from sqlalchemy import Connection
+
 from tasks_core.errors import InvalidTransition, NotFound
-from tasks_core.lifecycle.flow_engine import fan_in, lock_for_change
-from tasks_core.lifecycle.publishing import enqueue_many
-from tasks_core.records import Caller, TaskRecord
+from tasks_core.lifecycle.engine import apply, lock
+from tasks_core.lifecycle.moves import Applied, Cancel
+from tasks_core.lifecycle.publishing import publish
+from tasks_core.records import Caller
 from tasks_core.status import Status, is_terminal
-from tasks_core.storage.tasks import cancel_subtree, get_task
+from tasks_core.storage.tasks import get_task
 from tasks_core.store import Store
+from tasks_core.task import TaskRecord
 from tasks_core.usecases.read import get_task_tree
 from tasks_core.usecases.validation import parse_task_id
 
@@ -22,19 +26,18 @@ def cancel_task(store: Store, caller: Caller, task_id: str) -> TaskRecord:
     (unless the step has continueOnError) like any step that does not complete.
     """
     tid = parse_task_id(task_id)
-    spawned: list[TaskRecord] = []
-    with store.transaction() as conn:
-        task = lock_for_change(conn, caller.organization_id, tid)
+
+    def work(conn: Connection) -> Applied:
+        held = lock(conn, caller.organization_id, [tid])
+        task = get_task(conn, caller.organization_id, tid) if held.ids else None
         if task is None:
             raise NotFound(f"task {task_id!r} not found")
         if is_terminal(task.status) and task.status is not Status.CANCELLED:
             raise InvalidTransition(
                 f"task {task_id} is already {task.status.value} and can not be cancelled"
             )
-        cancel_subtree(conn, caller.organization_id, tid, actor=caller.actor)
-        if task.flow_step_id is not None and task.status is not Status.CANCELLED:
-            cancelled = get_task(conn, caller.organization_id, tid)
-            assert cancelled is not None
-            spawned = fan_in(conn, cancelled, actor=caller.actor)
-    enqueue_many(store, spawned)
+        move = Cancel(caller.organization_id, (tid,), actor=caller.actor)
+        return apply(conn, move, locked=held)
+
+    publish(store, store.atomic(work).publish)
     return get_task_tree(store, caller, task_id, depth=1)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
 
 from tasks_core.errors import NotFound, ValidationFailed
 from tasks_core.flow_definitions import FLOW_KIND, Limits, parse_flow
 from tasks_core.ids import new_id
-from tasks_core.lifecycle.publishing import enqueue
-from tasks_core.records import Caller, TaskRecord
+from tasks_core.lifecycle.engine import apply
+from tasks_core.lifecycle.moves import Applied, Create
+from tasks_core.lifecycle.publishing import publish
+from tasks_core.records import Caller
 from tasks_core.status import Status
-from tasks_core.storage.tasks import NewTask, get_task, insert_task
+from tasks_core.storage.idempotency import MAX_KEY_LENGTH, Replay, claim_key
+from tasks_core.storage.tasks import ancestry, get_task
 from tasks_core.store import Store
-from tasks_core.usecases.idempotency import Replay, check_key, claim_key
+from tasks_core.task import MAX_TREE_DEPTH, NewTask, TaskRecord, TaskSpec
 from tasks_core.usecases.validation import (
     as_utc,
     check_name,
@@ -25,27 +29,12 @@ from tasks_core.usecases.validation import (
 )
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    """What a caller asks for when creating a task (the reference's create fields)."""
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """An ``Idempotency-Key`` and the digest of the request it came with."""
 
-    kind: str
-    status: Status = Status.CREATED
-    app_id: str | None = None
-    description: str | None = None
-    executor_id: str | None = None
-    target_id: str | None = None
-    title: str | None = None
-    input: Any = None
-    output: Any = None
-    params: dict[str, Any] = field(default_factory=dict)
-    parent_id: str | uuid.UUID | None = None
-    stateful: bool = False
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
-    max_attempts: int = 1
-    timeout_seconds: float | None = None
-    queue_timeout_seconds: float | None = None
+    key: str
+    digest: bytes
 
 
 def create_task(
@@ -61,14 +50,6 @@ def create_task(
     return create_task_once(store, caller, spec, idempotency=idempotency)[0]
 
 
-@dataclass(frozen=True, slots=True)
-class Idempotency:
-    """An ``Idempotency-Key`` and the digest of the request it came with."""
-
-    key: str
-    digest: bytes
-
-
 def create_task_once(
     store: Store, caller: Caller, spec: TaskSpec, *, idempotency: Idempotency | None = None
 ) -> tuple[TaskRecord, bool]:
@@ -78,23 +59,30 @@ def create_task_once(
         max_steps=store.settings.flow_max_steps, max_depth=store.settings.flow_max_depth
     )
     check_sizes(store.settings, {"input": spec.input, "output": spec.output, "params": spec.params})
-    new = _new_task(caller, spec, limits=limits)
+    new = new_task(caller, spec, limits=limits)
+    move = Create((new,), actor=caller.actor)
     if idempotency is None:
         with store.statement() as conn:  # one statement: no transaction round trips
-            task = insert_task(conn, new)
+            applied = apply(conn, move)
     else:
         check_key(idempotency.key)
         try:
-            task = _insert_with_key(store, caller, new, idempotency)
+            applied = store.atomic(lambda conn: _create_with_key(conn, caller, move, idempotency))
         except _Replayed as replay:  # the new task was rolled back; answer the first
             with store.statement() as conn:
                 first = get_task(conn, caller.organization_id, replay.task_id)
             assert first is not None, "a key is deleted with its task"
             return first, True
+    task = applied.tasks.get(new.id)
     if task is None:
-        raise NotFound(f"parentId {str(spec.parent_id)!r} names no task")
-    if task.status is Status.CREATED:
-        return enqueue(store, task), False
+        raise _refused(store, caller, new)
+    published = publish(store, applied.publish)
+    if task.id in published.queued:
+        return published.queued[task.id], False
+    if task.status is Status.CREATED and task.id not in published.failed:
+        # Published, but a worker claimed it before the `queued` mark: answer it as it is.
+        with store.statement() as conn:
+            return get_task(conn, caller.organization_id, task.id) or task, False
     return task, False
 
 
@@ -105,21 +93,43 @@ class _Replayed(Exception):
         self.task_id = task_id
 
 
-def _insert_with_key(
-    store: Store, caller: Caller, new: NewTask, idempotency: Idempotency
-) -> TaskRecord | None:
-    with store.transaction() as conn:
-        task = insert_task(conn, new)
-        if task is not None:
-            claim = claim_key(
-                conn, caller.organization_id, idempotency.key, idempotency.digest, task.id
-            )
-            if isinstance(claim, Replay):
-                raise _Replayed(claim.task_id)
-        return task
+def _create_with_key(
+    conn: Connection, caller: Caller, move: Create, idempotency: Idempotency
+) -> Applied:
+    applied = apply(conn, move)
+    for task in applied.tasks.values():
+        claim = claim_key(
+            conn, caller.organization_id, idempotency.key, idempotency.digest, task.id
+        )
+        if isinstance(claim, Replay):
+            raise _Replayed(claim.task_id)
+    return applied
 
 
-def _new_task(caller: Caller, spec: TaskSpec, *, limits: Limits) -> NewTask:
+def _refused(store: Store, caller: Caller, new: NewTask) -> Exception:
+    """Why a task with a parent was not inserted: no such parent, or one too deep."""
+    assert new.parent_id is not None, "only a task with a parent can be refused"
+    with store.statement() as conn:
+        parent = get_task(conn, caller.organization_id, new.parent_id)
+        depth = ancestry(conn, new.parent_id).depth if parent is not None else 0
+    if parent is None:
+        return NotFound(f"parentId {str(new.parent_id)!r} names no task")
+    return ValidationFailed(
+        f"parentId {str(new.parent_id)!r} is {depth} levels deep; "
+        f"a task tree may have at most {MAX_TREE_DEPTH} levels"
+    )
+
+
+def check_key(key: str) -> None:
+    """Keys are opaque strings of printable characters, at most 255."""
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise ValidationFailed(
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters"
+        )
+
+
+def new_task(caller: Caller, spec: TaskSpec, *, limits: Limits) -> NewTask:
+    """Validate a caller's spec into the task to insert (raises ValidationFailed)."""
     check_name("kind", spec.kind)
     check_name("executorId", spec.executor_id)
     if spec.status is Status.QUEUED:
@@ -137,34 +147,21 @@ def _new_task(caller: Caller, spec: TaskSpec, *, limits: Limits) -> NewTask:
     if spec.timeout_seconds is not None and spec.timeout_seconds <= 0:
         raise ValidationFailed(f"timeoutSeconds must be positive, not {spec.timeout_seconds}")
     parent_id = parse_task_id(spec.parent_id, field="parentId") if spec.parent_id else None
-    task_id = new_id()
     return NewTask(
-        id=task_id,
+        id=new_id(),
         organization_id=caller.organization_id,
         author_id=str(caller.key_id),
-        actor=caller.actor,
-        kind=spec.kind,
-        status=spec.status,
+        spec=dataclasses.replace(
+            spec, parent_id=parent_id, started_at=started_at, ended_at=ended_at
+        ),
         parent_id=parent_id,
         state_id=new_id() if spec.stateful else None,
-        state_name=f"task {task_id}" if spec.stateful else None,
-        app_id=spec.app_id,
-        executor_id=spec.executor_id,
-        target_id=spec.target_id,
-        title=spec.title,
-        description=spec.description,
-        input=spec.input,
-        output=spec.output,
-        params=spec.params,
-        started_at=started_at,
-        ended_at=ended_at,
-        max_attempts=spec.max_attempts,
-        timeout_seconds=spec.timeout_seconds,
-        queue_timeout_seconds=spec.queue_timeout_seconds,
     )
 
 
-def check_flow_definition(params: dict[str, Any], target_id: str | None, *, limits: Limits) -> None:
+def check_flow_definition(
+    params: dict[str, object], target_id: str | None, *, limits: Limits
+) -> None:
     """A Flow that will run has its inline steps validated now, so a bad one is
     a 4xx at create time, not a failure at run time. A registered flow
     (``targetId``) is checked by the worker that knows it. A Flow created as a

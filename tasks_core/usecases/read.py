@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tasks_core.errors import NotFound, ValidationFailed
-from tasks_core.records import Caller, EventRecord, TaskRecord
+from tasks_core.records import Caller, EventRecord
 from tasks_core.storage.tasks import children_of, get_task, list_events, list_tasks
 from tasks_core.store import Store
+from tasks_core.task import TaskRecord
 from tasks_core.usecases.validation import parse_task_id
 
 

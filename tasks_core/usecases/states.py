@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
-
 from tasks_core.errors import NotFound
 from tasks_core.ids import new_id
 from tasks_core.records import Caller, StateRecord
+from tasks_core.storage import states
 from tasks_core.store import Store
 from tasks_core.usecases.validation import parse_task_id
 
@@ -19,23 +17,9 @@ def create_state(
 ) -> StateRecord:
     """A new state object of the caller's organization, at version 1."""
     with store.statement() as conn:
-        row = (
-            conn.execute(
-                text(
-                    "INSERT INTO states (id, organization_id, name, variables) "
-                    "VALUES (:id, :org, :name, :variables) RETURNING *"
-                ).bindparams(bindparam("variables", type_=JSONB)),
-                {
-                    "id": new_id(),
-                    "org": caller.organization_id,
-                    "name": name,
-                    "variables": variables or {},
-                },
-            )
-            .mappings()
-            .one()
+        return states.insert_state(
+            conn, new_id(), caller.organization_id, name=name, variables=variables or {}
         )
-    return StateRecord.from_row(row)
 
 
 def get_state(store: Store, caller: Caller, state_id: str) -> StateRecord:
@@ -45,14 +29,7 @@ def get_state(store: Store, caller: Caller, state_id: str) -> StateRecord:
     except NotFound:
         raise NotFound(f"state {state_id!r} not found") from None
     with store.statement() as conn:
-        row = (
-            conn.execute(
-                text("SELECT * FROM states WHERE id = :id AND organization_id = :org"),
-                {"id": sid, "org": caller.organization_id},
-            )
-            .mappings()
-            .first()
-        )
-    if row is None:
+        state = states.get_state(conn, caller.organization_id, sid)
+    if state is None:
         raise NotFound(f"state {state_id!r} not found")
-    return StateRecord.from_row(row)
+    return state

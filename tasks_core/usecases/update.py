@@ -5,45 +5,23 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from pydantic.alias_generators import to_camel
 from sqlalchemy import Connection
 
 from tasks_core.errors import InvalidTransition, NotFound, ValidationFailed
-from tasks_core.lifecycle.flow_engine import fan_in, lock_for_change
-from tasks_core.lifecycle.publishing import enqueue_many
-from tasks_core.records import Caller, TaskRecord
+from tasks_core.lifecycle.engine import apply, lock
+from tasks_core.lifecycle.moves import Applied, Change, Update
+from tasks_core.lifecycle.publishing import publish
+from tasks_core.records import Caller
 from tasks_core.status import Status, check_move, is_terminal
-from tasks_core.storage.tasks import (
-    append_event,
-    get_task,
-    is_ancestor,
-    transition,
-    update_fields,
-)
+from tasks_core.storage.tasks import ancestry, get_task, lock_reparenting, subtree_height
 from tasks_core.store import Store
+from tasks_core.task import MAX_TREE_DEPTH, MUTABLE_FIELDS, TaskRecord
 from tasks_core.usecases.validation import (
     as_utc,
     check_name,
     check_sizes,
     check_times,
     parse_task_id,
-)
-
-# The fields PUT may change (snake_case); every other Task field is immutable.
-MUTABLE_FIELDS = frozenset(
-    {
-        "description",
-        "ended_at",
-        "errors",
-        "executor_id",
-        "input",
-        "output",
-        "params",
-        "parent_id",
-        "started_at",
-        "status",
-        "title",
-    }
 )
 
 
@@ -55,35 +33,25 @@ def update_task(store: Store, caller: Caller, task_id: str, changes: dict[str, A
         raise ValidationFailed(f"fields {sorted(unknown)} can not be updated")
     check_sizes(store.settings, changes)
     tid = parse_task_id(task_id)
-    spawned: list[TaskRecord] = []
-    with store.transaction() as conn:
-        task = lock_for_change(conn, caller.organization_id, tid)
+
+    def work(conn: Connection) -> Applied:
+        held = lock(conn, caller.organization_id, [tid])
+        task = get_task(conn, caller.organization_id, tid) if held.ids else None
         if task is None:
             raise NotFound(f"task {task_id!r} not found")
         fields = _checked_fields(conn, caller, task, changes)
-        target = changes.get("status")
-        _check_cleared_times(Status(target) if target else task.status, fields)
+        target = Status(changes["status"]) if changes.get("status") else None
+        _check_cleared_times(target or task.status, fields)
         if target is not None:
-            _check_status(task.status, Status(target))
-        if fields:
-            task = update_fields(conn, task.id, fields)
-            append_event(
-                conn,
-                task.id,
-                "updated",
-                actor=caller.actor,
-                detail={"fields": sorted(fields)},
-            )
-        if target is not None and Status(target) is not task.status:
-            moved = transition(
-                conn, task.id, Status(target), actor=caller.actor, sources={task.status}
-            )
-            assert moved is not None, "the row is locked; its status can not have changed"
-            task = moved
-            if task.flow_step_id is not None and is_terminal(task.status):
-                spawned = fan_in(conn, task, actor=caller.actor)
-    enqueue_many(store, spawned)
-    return task
+            _check_status(task.status, target)
+        move = Change(task.id, fields, target if target is not task.status else None)
+        if not move.fields and move.status is None:
+            return Applied(tasks={task.id: task})
+        return apply(conn, Update((move,), actor=caller.actor), locked=held)
+
+    applied = store.atomic(work)
+    publish(store, applied.publish)
+    return applied.tasks[tid]
 
 
 def _check_cleared_times(status: Status, fields: dict[str, Any]) -> None:
@@ -114,23 +82,45 @@ def _checked_fields(
     if "errors" in fields and fields["errors"] is None:
         fields["errors"] = []
     check_name("executorId", fields.get("executor_id"))
-    for name in ("started_at", "ended_at"):
+    for name, wire in (("started_at", "startedAt"), ("ended_at", "endedAt")):
         if name in fields:
-            fields[name] = as_utc(fields[name], field=to_camel(name))
+            fields[name] = as_utc(fields[name], field=wire)
     check_times(fields.get("started_at", task.started_at), fields.get("ended_at", task.ended_at))
-    if fields.get("parent_id") is not None:
-        fields["parent_id"] = _checked_parent(conn, caller, task.id, fields["parent_id"])
+    if "parent_id" in fields:
+        parent = fields["parent_id"]
+        parent_id = parse_task_id(parent, field="parentId") if parent is not None else None
+        if parent_id != task.parent_id:  # the same parent again is no move
+            _check_parent(conn, caller, task, parent_id)
+        fields["parent_id"] = parent_id
     return fields
 
 
-def _checked_parent(conn: Connection, caller: Caller, task_id: uuid.UUID, value: Any) -> uuid.UUID:
-    parent_id = parse_task_id(value, field="parentId")
-
-    if get_task(conn, caller.organization_id, parent_id) is None:
-        raise NotFound(f"parentId {str(value)!r} names no task")
-    if is_ancestor(conn, task_id, parent_id):
+def _check_parent(
+    conn: Connection, caller: Caller, task: TaskRecord, parent_id: uuid.UUID | None
+) -> None:
+    """A new parent: the task must not be a Flow's step, and the tree must stay
+    a tree (no cycle) of at most ``MAX_TREE_DEPTH`` levels."""
+    if task.flow_step_id is not None:
         raise ValidationFailed(
-            f"parentId {str(value)!r} is this task or one of its descendants; "
+            f"parentId can not be changed: the task runs step {task.flow_step_id!r} of "
+            f"Flow {task.parent_id}, and its Flow waits for it"
+        )
+    if parent_id is None:
+        return
+    # Moves of parentId in one organization take turns, so each one checks the
+    # tree as the one before it left it.
+    lock_reparenting(conn, caller.organization_id)
+    if get_task(conn, caller.organization_id, parent_id) is None:
+        raise NotFound(f"parentId {str(parent_id)!r} names no task")
+    above = ancestry(conn, parent_id)
+    if task.id == parent_id or task.id in above.ancestors:
+        raise ValidationFailed(
+            f"parentId {str(parent_id)!r} is this task or one of its descendants; "
             "a task tree can not have a cycle"
         )
-    return parent_id
+    depth = above.depth + subtree_height(conn, task.id)
+    if depth > MAX_TREE_DEPTH:
+        raise ValidationFailed(
+            f"parentId {str(parent_id)!r} would make the tree {depth} levels deep; "
+            f"a task tree may have at most {MAX_TREE_DEPTH} levels"
+        )

@@ -35,7 +35,8 @@ from tasks_core.records import Caller
 from tasks_core.settings import Settings
 from tasks_core.storage.keys import create_key, ensure_organization
 from tasks_core.store import Store, store_from_settings
-from tasks_core.usecases.create import TaskSpec, create_task
+from tasks_core.task import TaskSpec
+from tasks_core.usecases.create import create_task
 from tests.support.workers import WorkerProcess
 
 

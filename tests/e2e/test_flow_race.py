@@ -10,10 +10,10 @@ from typing import Any
 
 from sqlalchemy import text
 
-from tasks_core.records import TaskRecord
 from tasks_core.status import Status
 from tasks_core.storage.tasks import get_task
 from tasks_core.store import Store
+from tasks_core.task import TaskRecord
 from tasks_core.worker_protocol import Outcome, claim_task, finish_task
 from tests.support.api import OrgClient
 from tests.support.figures import report

@@ -15,7 +15,8 @@ from tasks_core.records import Caller
 from tasks_core.settings import Settings
 from tasks_core.status import Status
 from tasks_core.store import Store
-from tasks_core.usecases.create import TaskSpec, create_task
+from tasks_core.task import TaskSpec
+from tasks_core.usecases.create import create_task
 from tests.e2e.conftest import worker_env
 from tests.e2e.helpers_worker import (
     queue_depth,

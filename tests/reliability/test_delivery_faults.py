@@ -14,7 +14,8 @@ from sqlalchemy import text
 import tests.support.handlers  # noqa: F401
 from tasks_core.status import Status
 from tasks_core.storage.tasks import get_task
-from tasks_core.usecases.create import TaskSpec, create_task
+from tasks_core.task import TaskSpec
+from tasks_core.usecases.create import create_task
 from tasks_core.worker_protocol import Outcome, claim_task, finish_task, retry_task
 from tests.support.figures import report
 from tests.support.stack import stack

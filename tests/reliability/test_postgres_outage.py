@@ -9,7 +9,8 @@ from fastapi.testclient import TestClient
 from tasks_core.api.app import create_app
 from tasks_core.storage.keys import create_key
 from tasks_core.storage.tasks import get_task
-from tasks_core.usecases.create import TaskSpec, create_task
+from tasks_core.task import TaskSpec
+from tasks_core.usecases.create import create_task
 from tests.support.figures import report
 from tests.support.stack import stack
 from tests.support.wait import wait_until

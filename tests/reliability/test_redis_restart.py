@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import redis
 
-from tasks_core.usecases.create import TaskSpec, create_task
+from tasks_core.task import TaskSpec
+from tasks_core.usecases.create import create_task
 from tests.support.figures import report
 from tests.support.stack import stack
 from tests.support.wait import wait_until

@@ -24,7 +24,8 @@ from tasks_core.recovery import start_in_thread
 from tasks_core.settings import Settings
 from tasks_core.storage.keys import create_key, ensure_organization
 from tasks_core.store import Store, store_from_settings
-from tasks_core.usecases.create import TaskSpec, create_task
+from tasks_core.task import TaskSpec
+from tasks_core.usecases.create import create_task
 from tests.support.wait import wait_until
 from tests.support.workers import WorkerProcess
 

@@ -10,7 +10,8 @@ from tasks_core.flow_definitions import Limits
 from tasks_core.queues import queue_name
 from tasks_core.records import Caller
 from tasks_core.status import Status
-from tasks_core.usecases.create import TaskSpec, _new_task
+from tasks_core.task import TaskSpec
+from tasks_core.usecases.create import new_task
 from tasks_core.usecases.validation import check_name, check_times, parse_task_id
 
 LIMITS = Limits()
@@ -47,21 +48,21 @@ def test_an_id_that_is_not_a_uuid_names_no_task() -> None:
 
 def test_queued_is_not_an_initial_status() -> None:
     with pytest.raises(ValidationFailed, match="queued"):
-        _new_task(CALLER, TaskSpec(kind="default", status=Status.QUEUED), limits=LIMITS)
+        new_task(CALLER, TaskSpec(kind="default", status=Status.QUEUED), limits=LIMITS)
 
 
 def test_new_task_takes_organization_and_author_from_the_caller() -> None:
-    new = _new_task(CALLER, TaskSpec(kind="default", stateful=True), limits=LIMITS)
+    new = new_task(CALLER, TaskSpec(kind="default", stateful=True), limits=LIMITS)
     assert new.organization_id == CALLER.organization_id
     assert new.author_id == str(CALLER.key_id)
     assert new.state_id is not None and new.state_id != new.id
 
 
 def test_naive_timestamps_are_read_as_utc() -> None:
-    new = _new_task(
+    new = new_task(
         CALLER, TaskSpec(kind="default", started_at=datetime(2026, 1, 1, 12)), limits=LIMITS
     )
-    assert new.started_at == datetime(2026, 1, 1, 12, tzinfo=UTC)
+    assert new.spec.started_at == datetime(2026, 1, 1, 12, tzinfo=UTC)
 
 
 def test_queue_names_follow_kind_and_executor() -> None:

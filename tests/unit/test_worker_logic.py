@@ -11,8 +11,8 @@ from unittest import mock
 
 import pytest
 
-from tasks_core.records import TaskRecord
 from tasks_core.status import Status
+from tasks_core.task import TaskRecord
 from worker import outcome
 from worker.context import TaskContext
 from worker.errors import Cancelled, TaskError, TimedOut
@@ -91,6 +91,8 @@ def _task() -> TaskRecord:
         target_id=None, title=None, description=None, input=None, output=None, params={},
         errors=[], attempt=1, max_attempts=1, timeout_seconds=None, flow_step_id=None,
         created_at=now, updated_at=now, started_at=now, ended_at=None,
+        queue_timeout_seconds=None, lease_expires_at=None, worker=None, open_steps=None,
+        available_at=None,
     )  # fmt: skip
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from tasks_core.errors import Conflict, ValidationFailed
+from tasks_core.errors import Conflict
 
 IDEMPOTENCY_TTL_HOURS = 24
 MAX_KEY_LENGTH = 255
@@ -38,14 +38,6 @@ def request_digest(body: Any) -> bytes:
     """A stable digest of a request body (keys sorted)."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).digest()
-
-
-def check_key(key: str) -> None:
-    """Keys are opaque strings of printable characters, at most 255."""
-    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
-        raise ValidationFailed(
-            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters"
-        )
 
 
 def claim_key(

@@ -3,10 +3,15 @@
 Celery only moves "look at task X" messages; the truth (status, attempts,
 outcome) is in PostgreSQL, so settings are chosen for at-least-once delivery
 and the guarded claim turns that into exactly-once outcomes.
+
+The app is built by :func:`get_app` where a worker starts (``tasks-core
+worker``, or ``celery -A worker`` through ``worker.app``), never on import:
+application code that only registers handlers loads no Celery.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -16,6 +21,7 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_process_init, worker_shutting_down
 
+import worker.builtins  # noqa: F401  (the kinds and actions built into every worker)
 from tasks_core.publisher import RUN_TASK
 from tasks_core.queues import queue_name
 from tasks_core.settings import Settings, get_settings
@@ -28,6 +34,10 @@ log = logging.getLogger(__name__)
 def create_celery(settings: Settings) -> Celery:
     """A Celery app for ``settings``; its one task runs tasks by id."""
     broker_fixes.install()
+    worker_process_init.connect(_in_pool_child, weak=False, dispatch_uid="tasks-core-pool-child")
+    worker_shutting_down.connect(
+        _on_shutting_down, weak=False, dispatch_uid="tasks-core-shutting-down"
+    )
     app = Celery("tasks_core_worker", broker=settings.redis_url or "redis://127.0.0.1:6379/0")
     app.conf.update(
         # JSON only: a message is an id, and pickle from a broker is remote code execution.
@@ -83,12 +93,10 @@ def _run(self: Task, task_id: str) -> None:
     run_task(process_store(), task_id, node=self.request.hostname)
 
 
-@worker_process_init.connect  # type: ignore[untyped-decorator]
 def _in_pool_child(**_: Any) -> None:
     supervisor.IN_POOL_CHILD = True
 
 
-@worker_shutting_down.connect  # type: ignore[untyped-decorator]
 def _on_shutting_down(sender: str, how: str, **_: Any) -> None:
     """A warm shutdown (SIGTERM) lets running tasks finish; after
     ``SHUTDOWN_GRACE_SECONDS`` the ones still running are handed back to their
@@ -113,7 +121,7 @@ def _hand_back_and_stop(node: str) -> None:
         os.kill(os.getpid(), signal.SIGQUIT)  # Celery's cold shutdown ends the pool
 
 
-# Handlers built into every worker.
-import worker.builtins  # noqa: E402, F401
-
-app = create_celery(get_settings())
+@functools.cache
+def get_app() -> Celery:
+    """This process's Celery app, built on first use from the settings."""
+    return create_celery(get_settings())

@@ -1,0 +1,333 @@
+"""The lifecycle engine: applies a move to its tasks, fan-in included.
+
+:func:`apply` takes any move (``tasks_core.lifecycle.moves``) on a connection
+and does the whole of it: it locks the Flow chain of every task whose end
+may fan in, moves the tasks with one guarded statement, and, when a Flow's
+step ended, fans in, spawns the steps now unblocked and ends Flows, all in
+the caller's transaction. It returns what changed and what to publish once
+committed. A move of one task and of a hundred run the same statements.
+
+Callers apply a move in a transaction (or, when :func:`needs_transaction`
+is false, as one autocommitted statement) and publish after commit; see
+``tasks_core.lifecycle.publishing.execute``, which does both.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection
+
+from tasks_core.errors import InvalidTransition
+from tasks_core.lifecycle import flow_engine, statements
+from tasks_core.lifecycle.flow_engine import Ended, ParentFlow
+from tasks_core.lifecycle.moves import (
+    QUEUE_TIMEOUT,
+    WORKER_LOST,
+    Applied,
+    Attempt,
+    Cancel,
+    Claim,
+    Create,
+    Finish,
+    FlowStart,
+    HandBack,
+    MarkQueued,
+    Move,
+    Publish,
+    QueueTimeout,
+    RecoverLease,
+    Republish,
+    Retry,
+    StartFlow,
+    Update,
+)
+from tasks_core.status import MoveKind, Status, is_terminal, sources_for
+from tasks_core.task import TaskRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Locked:
+    """Tasks (and their Flow chains) this transaction has locked already:
+    a move applied with it does not lock them again."""
+
+    ids: frozenset[uuid.UUID] = field(default_factory=frozenset)
+
+
+def lock(conn: Connection, organization_id: uuid.UUID, task_ids: Sequence[uuid.UUID]) -> Locked:
+    """Lock tasks of one organization and every Flow they are steps of (an end
+    of theirs may fan in to those), before checking and changing them."""
+    return Locked(frozenset(statements.lock(conn, task_ids, organization_id=organization_id)))
+
+
+def renew_leases(
+    conn: Connection, attempts: Sequence[Attempt], *, lease_seconds: float
+) -> set[uuid.UUID]:
+    """Extend the leases of runs still current (not a move: the status stays
+    `running`); returns the tasks whose run is still current."""
+    pairs = [(a.task_id, a.number) for a in attempts]
+    return statements.renew_leases(conn, pairs, lease=lease_seconds)
+
+
+def hold_expired_runs(conn: Connection, *, batch: int, hold_seconds: float) -> list[TaskRecord]:
+    """Runs whose worker stopped renewing their lease, oldest first, held for
+    ``hold_seconds`` so that other sweepers skip them while this one decides."""
+    return statements.hold_expired(conn, batch=batch, hold=hold_seconds)
+
+
+def needs_transaction(move: Move) -> bool:
+    """Whether the move takes more than one statement (and so a transaction)."""
+    match move:
+        case Finish():
+            return any(r.attempt.is_step for r in move.results)
+        case Create() | MarkQueued() | Republish() | Claim() | Retry() | HandBack():
+            return False
+        case _:
+            return True
+
+
+def apply(conn: Connection, move: Move, *, locked: Locked | None = None) -> Applied:
+    """Apply ``move`` on ``conn``: one statement, or several in the caller's transaction."""
+    held = locked or Locked()
+    match move:
+        case Create():
+            return _create(conn, move)
+        case MarkQueued():
+            return _named(statements.mark_queued(conn, move.task_ids, actor=move.actor))
+        case Republish():
+            return Applied(moved=statements.republish(conn, move.task_ids, actor=move.actor))
+        case Claim():
+            claimed = statements.claim(
+                conn,
+                move.task_ids,
+                worker=move.worker,
+                lease=move.lease_seconds,
+                actor=move.actor,
+            )
+            return _named(claimed)
+        case Finish():
+            return _finish(conn, move, held)
+        case Retry():
+            return _retry(conn, move)
+        case HandBack():
+            handed = statements.hand_back(conn, worker_prefix=move.worker_prefix, actor=move.actor)
+            return _named(handed, publish=[Publish(t) for t in handed])
+        case RecoverLease():
+            return _recover(conn, move, held)
+        case QueueTimeout():
+            return _queue_timeout(conn, move, held)
+        case StartFlow():
+            return _start_flows(conn, move, held)
+        case Cancel():
+            return _cancel(conn, move, held)
+        case Update():
+            return _update(conn, move, held)
+    raise TypeError(f"not a move: {move!r}")
+
+
+def _named(tasks: Iterable[TaskRecord], *, publish: Iterable[Publish] = ()) -> Applied:
+    changed = {t.id: t for t in tasks}
+    return Applied(tasks=changed, publish=tuple(publish), moved=len(changed))
+
+
+def _lock(conn: Connection, held: Locked, ids: Iterable[uuid.UUID]) -> None:
+    missing = sorted(set(ids) - held.ids)
+    if missing:
+        statements.lock(conn, missing)
+
+
+def _create(conn: Connection, move: Create) -> Applied:
+    rows = [task.columns() for task in move.tasks]
+    stateful = [task.id for task in move.tasks if task.spec.stateful]
+    created = statements.create(conn, rows, stateful, actor=move.actor)
+    return _named(created, publish=[Publish(t) for t in created if t.status is Status.CREATED])
+
+
+def _ended(conn: Connection, ended: Sequence[Ended], *, actor: str) -> flow_engine.FanIn:
+    """Fan in for tasks a move ended, but not for those whose parent ended in
+    the same move (a cancelled subtree: its Flows end with it)."""
+    moved = {e.id for e in ended}
+    return flow_engine.fan_in(
+        conn,
+        [e for e in ended if is_terminal(Status(e.status)) and e.parent_id not in moved],
+        actor=actor,
+    )
+
+
+def _finish(conn: Connection, move: Finish, held: Locked) -> Applied:
+    _lock(conn, held, [r.attempt.task_id for r in move.results if r.attempt.is_step])
+    rows = [
+        {
+            "id": r.attempt.task_id,
+            "attempt": r.attempt.number,
+            "status": r.outcome.status,
+            "output": r.outcome.output,
+            "errors": r.outcome.errors,
+            "detail": {"attempt": r.attempt.number, **(r.outcome.detail or {})},
+        }
+        for r in move.results
+    ]
+    finished = statements.finish(conn, rows, actor=move.actor)
+    fan = _ended(conn, finished, actor=move.actor)
+    return _named(finished, publish=fan.publish)
+
+
+def _retry(conn: Connection, move: Retry) -> Applied:
+    rows = [
+        {
+            "id": r.attempt.task_id,
+            "attempt": r.attempt.number,
+            "errors": r.outcome.errors,
+            "delay": r.delay,
+            "detail": {"retry": True, "attempt": r.attempt.number, "delay": round(r.delay, 3)}
+            | (r.outcome.detail or {}),
+        }
+        for r in move.retries
+    ]
+    queued = statements.retry(conn, rows, actor=move.actor)
+    delays = {r.attempt.task_id: r.delay for r in move.retries}
+    return _named(queued, publish=[Publish(t, countdown=delays[t.id]) for t in queued])
+
+
+def _recover(conn: Connection, move: RecoverLease, held: Locked) -> Applied:
+    """Another attempt while attempts are left, else ``worker_lost``."""
+    again = [e for e in move.expired if e.attempt.number < e.max_attempts]
+    lost = [e for e in move.expired if e.attempt.number >= e.max_attempts]
+    _lock(conn, held, [e.attempt.task_id for e in lost if e.attempt.is_step])
+    requeued = []
+    if again:
+        rows = [{"id": e.attempt.task_id, "attempt": e.attempt.number} for e in again]
+        requeued = statements.requeue_lost(conn, rows, actor=move.actor)
+    failed: list[TaskRecord] = []
+    if lost:
+        rows = [
+            {
+                "id": e.attempt.task_id,
+                "attempt": e.attempt.number,
+                "status": Status.FAILED,
+                "output": None,
+                "errors": [
+                    {
+                        "code": WORKER_LOST,
+                        "message": f"the worker running attempt {e.attempt.number} of "
+                        f"{e.max_attempts} stopped (no heartbeat)",
+                    }
+                ],
+                "detail": {"attempt": e.attempt.number, "reason": WORKER_LOST},
+            }
+            for e in lost
+        ]
+        failed = statements.finish(conn, rows, actor=move.actor, lost=True)
+    fan = _ended(conn, failed, actor=move.actor)
+    return _named([*requeued, *failed], publish=[*(Publish(t) for t in requeued), *fan.publish])
+
+
+def _queue_timeout(conn: Connection, move: QueueTimeout, held: Locked) -> Applied:
+    _lock(conn, held, move.task_ids)
+    errors = [
+        {"code": QUEUE_TIMEOUT, "message": "no worker took the task within its queueTimeoutSeconds"}
+    ]
+    failed = statements.queue_timeout(conn, move.task_ids, errors, actor=move.actor)
+    fan = _ended(conn, failed, actor=move.actor)
+    return Applied(publish=tuple(fan.publish), moved=len(failed))
+
+
+def _start_flows(conn: Connection, move: StartFlow, held: Locked) -> Applied:
+    """Flows with steps wait on them, the first ones spawned; a Flow without
+    steps completes at once (and, if it is a step itself, fans in)."""
+    _lock(conn, held, [s.attempt.task_id for s in move.starts])
+    with_steps = {s.attempt.task_id: s for s in move.starts if s.steps}
+    waiting = []
+    publish: list[Publish] = []
+    if with_steps:
+        rows = [
+            {"id": s.attempt.task_id, "attempt": s.attempt.number, "open_steps": len(s.steps)}
+            for s in with_steps.values()
+        ]
+        waiting = statements.start_flows(conn, rows, actor=move.actor)
+        publish += _spawn_first_steps(conn, waiting, with_steps, actor=move.actor)
+    empty = [
+        {
+            "id": s.attempt.task_id,
+            "attempt": s.attempt.number,
+            "status": Status.COMPLETED,
+            "output": {},
+            "errors": [],
+        }
+        for s in move.starts
+        if not s.steps
+    ]
+    done = statements.end_flows(conn, empty, actor=move.actor, empty=True) if empty else []
+    fan = _ended(conn, done, actor=move.actor)
+    return _named([*waiting, *done], publish=[*publish, *fan.publish])
+
+
+def _spawn_first_steps(
+    conn: Connection,
+    waiting: Sequence[TaskRecord],
+    starts: dict[uuid.UUID, FlowStart],
+    *,
+    actor: str,
+) -> list[Publish]:
+    """Store each started Flow's steps (with who waits on whom) and spawn those
+    that wait on nothing."""
+    steps_rows: list[dict[str, object]] = []
+    events: list[dict[str, object]] = []
+    publish: list[Publish] = []
+    for flow in waiting:
+        start = starts[flow.id]
+        dependents: dict[str, list[str]] = {s.id: [] for s in start.steps}
+        for step in start.steps:
+            for dep in set(step.after):
+                dependents[dep].append(step.id)
+        steps_rows += [
+            {
+                "flow_id": flow.id,
+                "step_id": s.id,
+                "spec": s.to_json(),
+                "dependents": sorted(dependents[s.id]),
+                "pending": len(set(s.after)),
+            }
+            for s in start.steps
+        ]
+        roots = [s for s in start.steps if not s.after]
+        events.append({"task_id": flow.id, "detail": {"steps": [s.id for s in roots]}})
+        publish += flow_engine.spawn(
+            conn, ParentFlow.of(flow), roots, actor=actor, flow_input=flow.input, input_read=True
+        )
+    statements.store_steps(conn, steps_rows, events, actor=actor)
+    return publish
+
+
+def _cancel(conn: Connection, move: Cancel, held: Locked) -> Applied:
+    _lock(conn, held, move.task_ids)
+    cancelled = statements.cancel(
+        conn, move.task_ids, actor=move.actor, organization_id=move.organization_id
+    )
+    fan = _ended(conn, cancelled, actor=move.actor)
+    return Applied(publish=tuple(fan.publish), moved=len(cancelled))
+
+
+def _update(conn: Connection, move: Update, held: Locked) -> Applied:
+    _lock(conn, held, [c.task_id for c in move.changes])
+    rows = []
+    for change in move.changes:
+        status = change.status
+        sources = sources_for(MoveKind.SET_STATUS, status) if status is not None else frozenset()
+        rows.append(
+            {
+                **dict(change.fields),
+                "id": change.task_id,
+                "fields": sorted(change.fields),
+                "status": status,
+                "sources": sorted(sources),
+            }
+        )
+    changed = statements.update(conn, rows, actor=move.actor)
+    if len(changed) != len(move.changes):
+        raise InvalidTransition("a task changed status while it was being updated; retry")
+    ended = [task for task, before in changed if task.status is not before]
+    fan = _ended(conn, ended, actor=move.actor)
+    return _named([task for task, _ in changed], publish=fan.publish)
