@@ -6,7 +6,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -68,13 +68,26 @@ class Store:
             yield conn
 
     def atomic(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` in one transaction, committed on success. A deadlock or
-        serialization failure rolls it back and runs it again (a few times,
-        after a short random pause): each is a collision with a concurrent
-        writer, not an outage. Past the last try it is a :class:`Conflict`."""
+        """Run ``work`` in one transaction, committed on success; a collision
+        with a concurrent writer runs it again (see :meth:`_retrying`)."""
+        return self._retrying(self.transaction, work)
+
+    def at_once(self, work: Callable[[Connection], T], *, relaxed: bool = False) -> T:
+        """Run ``work``, one statement, in autocommit (``relaxed``: see
+        :meth:`relaxed_statement`); a collision runs it again."""
+        return self._retrying(self.relaxed_statement if relaxed else self.statement, work)
+
+    @staticmethod
+    def _retrying(
+        connect: Callable[[], AbstractContextManager[Connection]], work: Callable[[Connection], T]
+    ) -> T:
+        """A deadlock or serialization failure rolls the work back and runs it
+        again, a few times, after a short random pause: each is a collision with
+        a concurrent writer, not an outage. Past the last try it is a
+        :class:`Conflict`."""
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                with self.engine.begin() as conn:
+                with connect() as conn:
                     return work(conn)
             except DBAPIError as exc:
                 if not is_collision(exc):
@@ -84,7 +97,7 @@ class Store:
                         "the change collided with concurrent changes to the same tasks "
                         f"{ATTEMPTS} times; retry the request"
                     ) from exc
-                log.info("transaction collided (%s); trying again", exc.orig)
+                log.info("collided with a concurrent change (%s); trying again", exc.orig)
                 time.sleep(random.uniform(0, 0.01 * 2**attempt))  # back off, apart from the other
         raise AssertionError("unreachable")
 

@@ -14,6 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tasks_core import errors
+from tasks_core.store import is_collision
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
+        if is_collision(exc):  # a deadlock or serialization failure: not an outage
+            return error_response(
+                409, "conflict", "the change collided with a concurrent change; retry the request"
+            )
         log.warning("database unavailable: %s", exc.orig)
         return error_response(503, "unavailable", "the database is unavailable; retry shortly")
 

@@ -328,8 +328,8 @@ class EmbeddedPostgres:
             if self._postmaster_status() != "ready":
                 return False
             try:
-                with psycopg.connect(self.url, connect_timeout=2) as conn:
-                    conn.execute("SELECT 1")
+                # A finished handshake is the proof: the server takes sessions.
+                psycopg.connect(self.url, connect_timeout=2).close()
                 return True
             except psycopg.OperationalError:
                 return False

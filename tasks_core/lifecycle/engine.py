@@ -31,6 +31,7 @@ from tasks_core.lifecycle.moves import (
     Cancel,
     Claim,
     Create,
+    EndFlow,
     Finish,
     FlowStart,
     HandBack,
@@ -120,6 +121,10 @@ def apply(conn: Connection, move: Move, *, locked: Locked | None = None) -> Appl
             return _queue_timeout(conn, move, held)
         case StartFlow():
             return _start_flows(conn, move, held)
+        case EndFlow():
+            _lock(conn, held, [e.flow_id for e in move.ends])
+            ended = flow_engine.end_flows(conn, move)
+            return _named(ended, publish=_ended(conn, ended, actor=move.actor).publish)
         case Cancel():
             return _cancel(conn, move, held)
         case Update():
@@ -248,18 +253,8 @@ def _start_flows(conn: Connection, move: StartFlow, held: Locked) -> Applied:
         ]
         waiting = statements.start_flows(conn, rows, actor=move.actor)
         publish += _spawn_first_steps(conn, waiting, with_steps, actor=move.actor)
-    empty = [
-        {
-            "id": s.attempt.task_id,
-            "attempt": s.attempt.number,
-            "status": Status.COMPLETED,
-            "output": {},
-            "errors": [],
-        }
-        for s in move.starts
-        if not s.steps
-    ]
-    done = statements.end_flows(conn, empty, actor=move.actor, empty=True) if empty else []
+    empty = [s.attempt for s in move.starts if not s.steps]
+    done = statements.complete_empty_flows(conn, empty, actor=move.actor) if empty else []
     fan = _ended(conn, done, actor=move.actor)
     return _named([*waiting, *done], publish=[*publish, *fan.publish])
 

@@ -27,7 +27,7 @@ from sqlalchemy import Connection
 from tasks_core.flow_definitions import Step, refs_in, resolve_refs
 from tasks_core.ids import new_id
 from tasks_core.lifecycle import statements
-from tasks_core.lifecycle.moves import STEP_FAILED, Publish
+from tasks_core.lifecycle.moves import STEP_FAILED, EndFlow, FlowEnd, Publish
 from tasks_core.status import Status
 from tasks_core.task import NewTask, TaskRecord, TaskSpec
 
@@ -261,27 +261,22 @@ def _write_counts(conn: Connection, decided: Plan, *, actor: str) -> None:
 
 def _end_flows(conn: Connection, decided: Plan, *, actor: str) -> list[TaskRecord]:
     """Complete the Flows with no open step (output: step id -> output) and
-    fail those a step failed, cancelling everything still open under them."""
+    fail those a step failed."""
     if not decided.complete and not decided.fail:
         return []
     outputs = flow_outputs(conn, decided.complete)
-    rows: list[dict[str, Any]] = [
-        {
-            "id": f,
-            "attempt": None,
-            "status": Status.COMPLETED,
-            "output": outputs.get(f, {}),
-            "errors": [],
-        }
-        for f in decided.complete
-    ] + [
-        {"id": f, "attempt": None, "status": Status.FAILED, "output": None, "errors": errors}
-        for f, errors in decided.fail.items()
-    ]
-    ended = statements.end_flows(conn, rows, actor=actor)
+    ends = [FlowEnd(f, Status.COMPLETED, output=outputs.get(f, {})) for f in decided.complete]
+    ends += [FlowEnd(f, Status.FAILED, errors=errors) for f, errors in decided.fail.items()]
+    return end_flows(conn, EndFlow(tuple(ends), actor=actor))
+
+
+def end_flows(conn: Connection, move: EndFlow) -> list[TaskRecord]:
+    """End Flows; everything still open under a failed one is cancelled (its
+    steps' ends fan in to nothing: their Flow no longer waits)."""
+    ended = statements.end_flows(conn, move)
     failed = [f.id for f in ended if f.status is Status.FAILED]
     if failed:
-        statements.cancel(conn, failed, actor=actor)
+        statements.cancel(conn, failed, actor=move.actor)
     return ended
 
 

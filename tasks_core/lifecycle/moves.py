@@ -197,6 +197,30 @@ class StartFlow:
 
 
 @dataclass(frozen=True, slots=True)
+class FlowEnd:
+    """How one waiting Flow ends."""
+
+    flow_id: uuid.UUID
+    status: Status
+    output: Any = None
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class EndFlow:
+    """Waiting Flows end: completed with their steps' outputs, or failed by a
+    step (everything still open under a failed one is cancelled). Fan-in
+    makes this move inside the one that ended their last step."""
+
+    ends: tuple[FlowEnd, ...]
+    actor: str
+    kind = MoveKind.END_FLOW
+
+    def __post_init__(self) -> None:
+        _check_targets(self.kind, [e.status for e in self.ends])
+
+
+@dataclass(frozen=True, slots=True)
 class Cancel:
     """Cancel tasks of one organization and every non-terminal descendant."""
 
@@ -241,6 +265,7 @@ Move = (
     | RecoverLease
     | QueueTimeout
     | StartFlow
+    | EndFlow
     | Cancel
     | Update
 )

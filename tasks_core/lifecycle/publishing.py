@@ -37,12 +37,8 @@ def execute(store: Store, move: Move, *, relaxed: bool = False) -> Applied:
     ``Store.relaxed_statement``)."""
     if needs_transaction(move):
         applied = store.atomic(lambda conn: apply(conn, move))
-    elif relaxed:
-        with store.relaxed_statement() as conn:
-            applied = apply(conn, move)
     else:
-        with store.statement() as conn:
-            applied = apply(conn, move)
+        applied = store.at_once(lambda conn: apply(conn, move), relaxed=relaxed)
     publish(store, applied.publish)
     return applied
 

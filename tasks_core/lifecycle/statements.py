@@ -21,23 +21,20 @@ from typing import Any
 from sqlalchemy import Connection, Row, TextClause, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 
+from tasks_core.lifecycle.moves import Attempt, EndFlow
 from tasks_core.status import (
     RULES,
     TERMINAL_STATUSES,
     MoveKind,
     Status,
 )
+from tasks_core.storage.db import sql_list
 from tasks_core.task import INSERT_COLUMNS, MAX_TREE_DEPTH, MUTABLE_FIELDS, TaskRecord
 
 _JSON = JSONB(none_as_null=True)
 
 
-def _in(statuses: Iterable[Status]) -> str:
-    """A status set as an SQL list, taken from the table of moves."""
-    return "(" + ", ".join(f"'{s.value}'" for s in sorted(statuses)) + ")"
-
-
-_TERMINAL = _in(TERMINAL_STATUSES)
+_TERMINAL = sql_list(TERMINAL_STATUSES)
 
 
 def json_ready(value: Any) -> Any:
@@ -88,21 +85,23 @@ def _timestamps(
 ) -> str:
     """Entering `running` sets startedAt if empty; entering a terminal status
     sets endedAt if empty (never before startedAt, which a caller may have set
-    ahead). Only the assignments the kind's targets can need are written."""
+    ahead). Only what the kind's targets can need is written; a fixed target
+    (``status`` a literal) needs no test."""
     targets = RULES[kind].targets
+    fixed = Status(status.strip("'")) if status.startswith("'") else None
     sets = []
-    if Status.RUNNING in targets:
-        sets.append(
-            f"started_at = CASE WHEN {status} = 'running' THEN coalesce({started}, now()) "
-            f"ELSE {started} END"
-        )
+    start = f"coalesce({started}, now())"
+    if fixed is Status.RUNNING:
+        sets.append(f"started_at = {start}")
+    elif fixed is None and Status.RUNNING in targets:
+        sets.append(f"started_at = CASE WHEN {status} = 'running' THEN {start} ELSE {started} END")
     elif started != "t.started_at":
         sets.append(f"started_at = {started}")
-    if targets & TERMINAL_STATUSES:
-        sets.append(
-            f"ended_at = CASE WHEN {status} IN {_TERMINAL} "
-            f"THEN coalesce({ended}, greatest(now(), {started})) ELSE {ended} END"
-        )
+    end = f"coalesce({ended}, greatest(now(), {started}))"
+    if fixed in TERMINAL_STATUSES:
+        sets.append(f"ended_at = {end}")
+    elif fixed is None and targets & TERMINAL_STATUSES:
+        sets.append(f"ended_at = CASE WHEN {status} IN {_TERMINAL} THEN {end} ELSE {ended} END")
     elif ended != "t.ended_at":
         sets.append(f"ended_at = {ended}")
     return ", ".join([*sets, "updated_at = now()"])
@@ -114,7 +113,7 @@ def _move(
     status: str,
     inputs: str = "",
     pick: str = "",
-    where: str = "TRUE",
+    where: str = "",
     using: str = "",
     sets: str = "",
     detail: str = "NULL::jsonb",
@@ -131,7 +130,7 @@ def _move(
     return f"""
 WITH {"RECURSIVE " if recursive else ""}{inputs}old AS (
     SELECT t.id, t.status FROM tasks t {pick}
-    WHERE t.status IN {_in(RULES[kind].sources)} AND {where}
+    WHERE t.status IN {sql_list(RULES[kind].sources)} {f"AND {where}" if where else ""}
     ORDER BY t.id
     FOR UPDATE OF t
 ), moved AS (
@@ -304,21 +303,33 @@ _START_FLOW = _statement(
 )
 
 
-def _end_flow_sql(kind: MoveKind) -> str:
-    """Flows end: those ``kind`` may move (fenced at their start) with their output."""
-    return _move(
-        kind,
+_FLOW_ENDED = """'{"flow": "ended"}'::jsonb"""
+_ENDED_SETS = ", output = r.output, errors = r.errors, open_steps = 0, lease_expires_at = NULL"
+
+_END_FLOW = _statement(
+    _move(
+        MoveKind.END_FLOW,
         status="r.status",
-        inputs=_recordset("r", "id uuid, attempt int, status text, output jsonb, errors jsonb"),
-        pick="JOIN r ON r.id = t.id AND (r.attempt IS NULL OR t.attempt = r.attempt)",
+        inputs=_recordset("r", "id uuid, status text, output jsonb, errors jsonb"),
+        pick="JOIN r ON r.id = t.id",
         using="JOIN r ON r.id = old.id",
-        sets=", output = r.output, errors = r.errors, open_steps = 0, lease_expires_at = NULL",
-        detail="""'{"flow": "ended"}'::jsonb""",
-    )
+        sets=_ENDED_SETS,
+        detail=_FLOW_ENDED,
+    ),
+    "r",
+)
 
-
-_END_FLOW = _statement(_end_flow_sql(MoveKind.END_FLOW), "r")
-_END_EMPTY_FLOW = _statement(_end_flow_sql(MoveKind.START_FLOW), "r")
+# A claimed Flow without steps completes at once (fenced like its start).
+_COMPLETE_EMPTY_FLOW = _statement(
+    _fenced(
+        MoveKind.START_FLOW,
+        status="r.status",
+        columns="status text, output jsonb, errors jsonb",
+        sets=_ENDED_SETS,
+        detail=_FLOW_ENDED,
+    ),
+    "r",
+)
 
 # A subtree, walked down from its roots; each task once, with a root it is under.
 _SUBTREE = f"""sub(id, root, depth, path) AS (
@@ -353,7 +364,7 @@ _REPUBLISH = text(
 WITH moved AS (
     UPDATE tasks SET updated_at = now(),
         status = CASE WHEN status = 'created' THEN 'queued' ELSE status END
-    WHERE id = ANY(CAST(:ids AS uuid[])) AND status IN {_in(RULES[MoveKind.REPUBLISH].sources)}
+    WHERE id = ANY(CAST(:ids AS uuid[])) AND status IN {sql_list(RULES[MoveKind.REPUBLISH].sources)}
     RETURNING id, status
 ), ev AS (
     {
@@ -738,13 +749,25 @@ def start_flows(
     return _records(conn, _START_FLOW, {"r": _rows(rows), "actor": actor})
 
 
-def end_flows(
-    conn: Connection, rows: Sequence[Mapping[str, Any]], *, actor: str, empty: bool = False
+def end_flows(conn: Connection, move: EndFlow) -> list[TaskRecord]:
+    """Waiting Flows -> `completed` or `failed`, with their output and errors."""
+    rows = [
+        {"id": e.flow_id, "status": e.status, "output": e.output, "errors": e.errors}
+        for e in move.ends
+    ]
+    return _records(conn, _END_FLOW, {"r": _rows(rows), "actor": move.actor})
+
+
+def complete_empty_flows(
+    conn: Connection, attempts: Sequence[Attempt], *, actor: str
 ) -> list[TaskRecord]:
-    """Flows end (id, attempt, status, output, errors): `waiting` ones, or with
-    ``empty`` claimed ones that have no steps."""
-    stmt = _END_EMPTY_FLOW if empty else _END_FLOW
-    return _records(conn, stmt, {"r": _rows(rows), "actor": actor})
+    """Claimed Flows without steps -> `completed` with an empty output."""
+    rows = [
+        {"id": a.task_id, "attempt": a.number, "status": Status.COMPLETED, "output": {},
+         "errors": []}
+        for a in attempts
+    ]  # fmt: skip
+    return _records(conn, _COMPLETE_EMPTY_FLOW, {"r": _rows(rows), "actor": actor})
 
 
 def store_steps(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import Connection, Engine, create_engine, text
 
 from tasks_core.settings import Settings, get_settings
+from tasks_core.status import Status
 
 
 def sqlalchemy_url(database_url: str) -> str:
@@ -43,3 +46,9 @@ def make_engine(
 def ping(conn: Connection) -> None:
     """Raise unless the database answers."""
     conn.execute(text("SELECT 1"))
+
+
+def sql_list(statuses: Iterable[Status]) -> str:
+    """Statuses as an SQL list, ``('created', 'queued')``, for guards taken from
+    the table of moves."""
+    return "(" + ", ".join(f"'{s.value}'" for s in sorted(statuses)) + ")"

@@ -17,6 +17,8 @@ from sqlalchemy import Connection, text
 
 from tasks_core.flow_definitions import FLOW_KIND
 from tasks_core.records import EventRecord
+from tasks_core.status import RULES, MoveKind
+from tasks_core.storage.db import sql_list
 from tasks_core.task import MAX_TREE_DEPTH, TaskRecord
 
 _GET = text("SELECT * FROM tasks WHERE id = :id AND organization_id = :org")
@@ -159,9 +161,9 @@ def list_tasks(
 
 
 _STALE = text(
-    """
+    f"""
 SELECT * FROM tasks
-WHERE status IN ('created', 'queued')
+WHERE status IN {sql_list(RULES[MoveKind.REPUBLISH].sources)}
   AND updated_at < now() - make_interval(secs => :after)
   AND (available_at IS NULL OR available_at < now() - make_interval(secs => :after))
 ORDER BY updated_at
@@ -178,11 +180,14 @@ def lock_stale(conn: Connection, *, after: float, batch: int) -> list[TaskRecord
     return [TaskRecord.from_row(r) for r in rows]
 
 
+_TIMING_OUT = sql_list(RULES[MoveKind.QUEUE_TIMEOUT].sources)
+
+
 def due_queue_timeouts(conn: Connection, *, batch: int) -> list[uuid.UUID]:
     """Tasks that have waited for a worker longer than their queueTimeoutSeconds."""
     rows = conn.execute(
         text(
-            "SELECT id FROM tasks WHERE status IN ('created', 'queued') "
+            f"SELECT id FROM tasks WHERE status IN {sql_list(RULES[MoveKind.REPUBLISH].sources)} "
             "AND queue_timeout_seconds IS NOT NULL "
             "AND created_at < now() - make_interval(secs => queue_timeout_seconds) "
             "ORDER BY created_at LIMIT :batch"
