@@ -10,8 +10,8 @@ way is found from there:
 - a task waiting longer than its ``queueTimeoutSeconds`` fails with
   ``queue_timeout``.
 
-Re-publishing and lease recovery take bounded batches with ``FOR UPDATE SKIP
-LOCKED`` so that several sweepers share the work; queue timeouts are guarded
+Re-publishing and lease recovery take bounded batches with ``SKIP LOCKED``
+so that several sweepers share the work; queue timeouts are guarded
 updates that only one sweeper can apply. Duplicate publishes are harmless
 because the worker's claim is guarded. Every action lands in the task's
 event log.

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection
 
 from tasks_core.errors import InvalidTransition
+from tasks_core.flow_definitions import Step
 from tasks_core.lifecycle import flow_engine, statements
 from tasks_core.lifecycle.flow_engine import Ended, ParentFlow
 from tasks_core.lifecycle.moves import (
@@ -260,40 +261,31 @@ def _start_flows(conn: Connection, move: StartFlow, held: Locked) -> Applied:
 
 
 def _spawn_first_steps(
-    conn: Connection,
-    waiting: Sequence[TaskRecord],
-    starts: dict[uuid.UUID, FlowStart],
-    *,
+    conn: Connection, waiting: Sequence[TaskRecord], starts: dict[uuid.UUID, FlowStart], *,
     actor: str,
-) -> list[Publish]:
+) -> list[Publish]:  # fmt: skip
     """Store each started Flow's steps (with who waits on whom) and spawn those
-    that wait on nothing."""
+    that wait on nothing, for every Flow at once."""
     steps_rows: list[dict[str, object]] = []
     events: list[dict[str, object]] = []
-    publish: list[Publish] = []
+    ready: dict[uuid.UUID, tuple[ParentFlow, Sequence[Step]]] = {}
     for flow in waiting:
-        start = starts[flow.id]
-        dependents: dict[str, list[str]] = {s.id: [] for s in start.steps}
-        for step in start.steps:
+        steps = starts[flow.id].steps
+        dependents: dict[str, list[str]] = {s.id: [] for s in steps}
+        for step in steps:
             for dep in set(step.after):
                 dependents[dep].append(step.id)
         steps_rows += [
-            {
-                "flow_id": flow.id,
-                "step_id": s.id,
-                "spec": s.to_json(),
-                "dependents": sorted(dependents[s.id]),
-                "pending": len(set(s.after)),
-            }
-            for s in start.steps
-        ]
-        roots = [s for s in start.steps if not s.after]
+            {"flow_id": flow.id, "step_id": s.id, "spec": s.to_json(),
+             "dependents": sorted(dependents[s.id]), "pending": len(set(s.after))}
+            for s in steps
+        ]  # fmt: skip
+        roots = [s for s in steps if not s.after]
         events.append({"task_id": flow.id, "detail": {"steps": [s.id for s in roots]}})
-        publish += flow_engine.spawn(
-            conn, ParentFlow.of(flow), roots, actor=actor, flow_input=flow.input, input_read=True
-        )
+        ready[flow.id] = (ParentFlow.of(flow), roots)
     statements.store_steps(conn, steps_rows, events, actor=actor)
-    return publish
+    inputs = {flow.id: flow.input for flow in waiting}
+    return flow_engine.spawn(conn, ready, actor=actor, inputs=inputs)
 
 
 def _cancel(conn: Connection, move: Cancel, held: Locked) -> Applied:

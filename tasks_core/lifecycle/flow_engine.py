@@ -196,8 +196,9 @@ def fan_in(conn: Connection, ended: Iterable[Ended], *, actor: str) -> FanIn:
             break
         decided = plan(ends, _pending(conn, ends))
         _write_counts(conn, decided, actor=actor)
-        for flow_id, steps in decided.ready.items():
-            result.publish += spawn(conn, decided.flows[flow_id], steps, actor=actor)
+        if decided.ready:
+            ready = {f: (decided.flows[f], steps) for f, steps in decided.ready.items()}
+            result.publish += spawn(conn, ready, actor=actor)
         flows = _end_flows(conn, decided, actor=actor)
         result.ended += flows
         level = [f for f in flows if f.flow_step_id is not None and f.parent_id is not None]
@@ -207,26 +208,17 @@ def fan_in(conn: Connection, ended: Iterable[Ended], *, actor: str) -> FanIn:
 def _step_ends(conn: Connection, level: Sequence[Ended]) -> list[StepEnd]:
     """The ended steps whose Flow still waits (others end nothing more: the
     Flow failed or was cancelled, or the task is no step of a Flow any more)."""
+    by_id = {e.id: e for e in level}
     rows = statements.fan_in_state(
-        conn,
-        [
-            {
-                "id": e.id,
-                "parent_id": e.parent_id,
-                "step": e.flow_step_id,
-                "status": str(e.status),
-                "errors": e.errors,
-            }
-            for e in level
-        ],
+        conn, [{"id": e.id, "parent_id": e.parent_id, "step": e.flow_step_id} for e in level]
     )
     return [
         StepEnd(
             child_id=r.child_id,
             step=Step.from_json(r.spec),
             dependents=tuple(r.dependents),
-            status=Status(r.child_status),
-            errors=r.child_errors,
+            status=Status(by_id[r.child_id].status),
+            errors=by_id[r.child_id].errors,
             flow=ParentFlow(
                 r.flow_id, r.organization_id, r.author_id, r.app_id, r.state_id, r.open_steps or 0
             ),
@@ -297,49 +289,59 @@ def flow_outputs(
 
 def spawn(
     conn: Connection,
-    flow: ParentFlow,
-    steps: Sequence[Step],
+    ready: Mapping[uuid.UUID, tuple[ParentFlow, Sequence[Step]]],
     *,
     actor: str,
-    flow_input: Any = None,
-    input_read: bool = False,
+    inputs: Mapping[uuid.UUID, Any] | None = None,
 ) -> list[Publish]:
-    """Create the child tasks of ``steps`` (inputs resolved) in one statement;
-    they share their Flow's organization, author, app and state."""
-    refs = {r for s in steps for r in refs_in(s.input)}
-    needs_input = not input_read and any(r.split(".")[0] == "input" for r in refs)
-    wanted = sorted({r.split(".")[1] for r in refs if r.startswith("steps.")})
-    outputs: dict[str, Any] = {}
-    if needs_input or wanted:
-        rows = statements.step_data(
-            conn, [flow.id] if needs_input else [], [flow.id] if wanted else [], wanted
-        )
-        for r in rows:
+    """Create the child tasks of each Flow's ready steps, inputs resolved, all
+    in one statement; they share their Flow's organization, author, app and
+    state. ``inputs``: Flows' inputs the caller has read already."""
+    known = dict(inputs or {})
+    refs = {f: {r for s in steps for r in refs_in(s.input)} for f, (_, steps) in ready.items()}
+    need_input = [f for f, rs in refs.items() if f not in known and any(_of_input(r) for r in rs)]
+    wanted = {f: {r.split(".")[1] for r in rs if r.startswith("steps.")} for f, rs in refs.items()}
+    outputs: dict[uuid.UUID, dict[str, Any]] = {f: {} for f in ready}
+    if need_input or any(wanted.values()):
+        flows = [f for f, steps in wanted.items() if steps]
+        names = sorted(set().union(*wanted.values()))
+        for r in statements.step_data(conn, need_input, flows, names):
             if r.step is None:
-                flow_input = r.value
-            else:
-                outputs[r.step] = r.value
+                known[r.flow_id] = r.value
+            elif r.step in wanted[r.flow_id]:
+                outputs[r.flow_id][r.step] = r.value
     new = [
-        NewTask(
-            id=new_id(),
-            organization_id=flow.organization_id,
-            author_id=flow.author_id,
-            spec=TaskSpec(
-                kind=s.kind,
-                app_id=flow.app_id,
-                target_id=s.target_id,
-                executor_id=s.executor_id,
-                title=s.title,
-                input=resolve_refs(s.input, flow_input=flow_input, outputs=outputs),
-                params=s.params,
-                max_attempts=s.max_attempts,
-                timeout_seconds=s.timeout_seconds,
-            ),
-            parent_id=flow.id,
-            state_id=flow.state_id,
-            flow_step_id=s.id,
-        )
-        for s in steps
+        _step_task(flow, step, flow_input=known.get(flow.id), outputs=outputs[flow.id])
+        for flow, steps in ready.values()
+        for step in steps
     ]
     created = statements.create(conn, [t.columns() for t in new], [], actor=actor, trusted=True)
     return [Publish(task) for task in created]
+
+
+def _of_input(ref: str) -> bool:
+    return ref.split(".")[0] == "input"
+
+
+def _step_task(
+    flow: ParentFlow, step: Step, *, flow_input: Any, outputs: Mapping[str, Any]
+) -> NewTask:
+    return NewTask(
+        id=new_id(),
+        organization_id=flow.organization_id,
+        author_id=flow.author_id,
+        spec=TaskSpec(
+            kind=step.kind,
+            app_id=flow.app_id,
+            target_id=step.target_id,
+            executor_id=step.executor_id,
+            title=step.title,
+            input=resolve_refs(step.input, flow_input=flow_input, outputs=outputs),
+            params=step.params,
+            max_attempts=step.max_attempts,
+            timeout_seconds=step.timeout_seconds,
+        ),
+        parent_id=flow.id,
+        state_id=flow.state_id,
+        flow_step_id=step.id,
+    )

@@ -126,13 +126,15 @@ def _move(
     to ``tasks t`` and ``where`` narrows further; ``using`` joins them again
     to the locked rows in the ``UPDATE``, where ``status``, ``sets`` and the
     event's ``detail`` may read them. The sources are the rule of ``kind``.
+    Rows are locked ``FOR NO KEY UPDATE``: exclusive among writers, yet not in
+    the way of a child's foreign-key check on its parent (an id never changes).
     """
     return f"""
 WITH {"RECURSIVE " if recursive else ""}{inputs}old AS (
     SELECT t.id, t.status FROM tasks t {pick}
     WHERE t.status IN {sql_list(RULES[kind].sources)} {f"AND {where}" if where else ""}
     ORDER BY t.id
-    FOR UPDATE OF t
+    FOR NO KEY UPDATE OF t
 ), moved AS (
     UPDATE tasks t SET status = {status}, {_timestamps(status, kind)}{sets}
     FROM old {using}
@@ -205,7 +207,7 @@ WITH picked AS (
     WHERE status = 'running' AND lease_expires_at < now()
     ORDER BY lease_expires_at
     LIMIT :batch
-    FOR UPDATE SKIP LOCKED
+    FOR NO KEY UPDATE SKIP LOCKED
 )
 UPDATE tasks t SET lease_expires_at = now() + make_interval(secs => :hold)
 FROM picked WHERE t.id = picked.id
@@ -419,7 +421,7 @@ WITH r AS (
     SELECT t.id, t.status FROM tasks t JOIN r ON r.id = t.id
     WHERE r.status IS NULL OR t.status = r.status OR t.status = ANY(r.sources)
     ORDER BY t.id
-    FOR UPDATE OF t
+    FOR NO KEY UPDATE OF t
 ), moved AS (
     UPDATE tasks t SET {sets}, status = {status},
         {stamps}
@@ -524,7 +526,7 @@ WITH RECURSIVE chain(id, parent_id, flow_step_id, depth, path) AS (
     FROM chain c JOIN tasks t ON t.id = c.parent_id
     WHERE c.flow_step_id IS NOT NULL AND c.depth < {MAX_TREE_DEPTH} AND t.id <> ALL(c.path)
 )
-SELECT t.id FROM tasks t WHERE t.id IN (SELECT id FROM chain) ORDER BY t.id FOR UPDATE OF t
+SELECT t.id FROM tasks t WHERE t.id IN (SELECT id FROM chain) ORDER BY t.id FOR NO KEY UPDATE OF t
 """
 _LOCK = text(_LOCK_CHAINS.format(org=""))
 _LOCK_IN_ORG = text(_LOCK_CHAINS.format(org="AND organization_id = :org"))
@@ -553,11 +555,10 @@ SELECT 1
 
 _FAN_IN_STATE = _statement(
     """
-SELECT e.id AS child_id, e.step, e.status AS child_status, e.errors AS child_errors,
-       f.id AS flow_id, f.organization_id, f.author_id, f.app_id, f.state_id,
+SELECT e.id AS child_id, f.id AS flow_id, f.organization_id, f.author_id, f.app_id, f.state_id,
        f.open_steps,
        s.spec, s.dependents
-FROM jsonb_to_recordset(:ended) AS e(id uuid, parent_id uuid, step text, status text, errors jsonb)
+FROM jsonb_to_recordset(:ended) AS e(id uuid, parent_id uuid, step text)
 JOIN tasks f ON f.id = e.parent_id AND f.kind = 'Flow' AND f.status = 'waiting'
 JOIN flow_steps s ON s.flow_id = f.id AND s.step_id = e.step
 ORDER BY f.id, e.id

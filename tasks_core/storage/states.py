@@ -25,7 +25,7 @@ _WRITE_IF = text(
     "WHERE id = :id AND version = :version RETURNING version"
 ).bindparams(bindparam("v", type_=JSONB))
 
-_LOCK = text("SELECT variables FROM states WHERE id = :id FOR UPDATE")
+_LOCK = text("SELECT variables FROM states WHERE id = :id FOR NO KEY UPDATE")
 
 _WRITE = text(
     "UPDATE states SET variables = :v, version = version + 1, updated_at = now() WHERE id = :id"

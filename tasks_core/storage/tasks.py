@@ -168,7 +168,7 @@ WHERE status IN {sql_list(RULES[MoveKind.REPUBLISH].sources)}
   AND (available_at IS NULL OR available_at < now() - make_interval(secs => :after))
 ORDER BY updated_at
 LIMIT :batch
-FOR UPDATE SKIP LOCKED
+FOR NO KEY UPDATE SKIP LOCKED
 """
 )
 

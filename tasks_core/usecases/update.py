@@ -35,6 +35,10 @@ def update_task(store: Store, caller: Caller, task_id: str, changes: dict[str, A
     tid = parse_task_id(task_id)
 
     def work(conn: Connection) -> Applied:
+        if "parent_id" in changes:
+            # Moves of parentId in one organization take turns (taken before any
+            # row lock), so each one checks the tree as the one before it left it.
+            lock_reparenting(conn, caller.organization_id)
         held = lock(conn, caller.organization_id, [tid])
         task = get_task(conn, caller.organization_id, tid) if held.ids else None
         if task is None:
@@ -107,9 +111,6 @@ def _check_parent(
         )
     if parent_id is None:
         return
-    # Moves of parentId in one organization take turns, so each one checks the
-    # tree as the one before it left it.
-    lock_reparenting(conn, caller.organization_id)
     if get_task(conn, caller.organization_id, parent_id) is None:
         raise NotFound(f"parentId {str(parent_id)!r} names no task")
     above = ancestry(conn, parent_id)
