@@ -22,7 +22,7 @@ from sqlalchemy import Connection
 
 from tasks_core.errors import InvalidTransition
 from tasks_core.flow_definitions import Step
-from tasks_core.lifecycle import flow_engine, statements
+from tasks_core.lifecycle import flow_engine, flow_statements, statements
 from tasks_core.lifecycle.flow_engine import Ended, ParentFlow
 from tasks_core.lifecycle.moves import (
     QUEUE_TIMEOUT,
@@ -252,10 +252,10 @@ def _start_flows(conn: Connection, move: StartFlow, held: Locked) -> Applied:
             {"id": s.attempt.task_id, "attempt": s.attempt.number, "open_steps": len(s.steps)}
             for s in with_steps.values()
         ]
-        waiting = statements.start_flows(conn, rows, actor=move.actor)
+        waiting = flow_statements.start_flows(conn, rows, actor=move.actor)
         publish += _spawn_first_steps(conn, waiting, with_steps, actor=move.actor)
     empty = [s.attempt for s in move.starts if not s.steps]
-    done = statements.complete_empty_flows(conn, empty, actor=move.actor) if empty else []
+    done = flow_statements.complete_empty_flows(conn, empty, actor=move.actor) if empty else []
     fan = _ended(conn, done, actor=move.actor)
     return _named([*waiting, *done], publish=[*publish, *fan.publish])
 
@@ -283,7 +283,7 @@ def _spawn_first_steps(
         roots = [s for s in steps if not s.after]
         events.append({"task_id": flow.id, "detail": {"steps": [s.id for s in roots]}})
         ready[flow.id] = (ParentFlow.of(flow), roots)
-    statements.store_steps(conn, steps_rows, events, actor=actor)
+    flow_statements.store_steps(conn, steps_rows, events, actor=actor)
     inputs = {flow.id: flow.input for flow in waiting}
     return flow_engine.spawn(conn, ready, actor=actor, inputs=inputs)
 

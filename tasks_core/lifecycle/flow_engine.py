@@ -26,7 +26,7 @@ from sqlalchemy import Connection
 
 from tasks_core.flow_definitions import Step, refs_in, resolve_refs
 from tasks_core.ids import new_id
-from tasks_core.lifecycle import statements
+from tasks_core.lifecycle import flow_statements, statements
 from tasks_core.lifecycle.moves import STEP_FAILED, EndFlow, FlowEnd, Publish
 from tasks_core.status import Status
 from tasks_core.task import NewTask, TaskRecord, TaskSpec
@@ -209,7 +209,7 @@ def _step_ends(conn: Connection, level: Sequence[Ended]) -> list[StepEnd]:
     """The ended steps whose Flow still waits (others end nothing more: the
     Flow failed or was cancelled, or the task is no step of a Flow any more)."""
     by_id = {e.id: e for e in level}
-    rows = statements.fan_in_state(
+    rows = flow_statements.fan_in_state(
         conn, [{"id": e.id, "parent_id": e.parent_id, "step": e.flow_step_id} for e in level]
     )
     return [
@@ -235,14 +235,14 @@ def _pending(
         return {}
     return {
         (r.flow_id, r.step_id): (int(r.pending), Step.from_json(r.spec))
-        for r in statements.pending(conn, pairs)
+        for r in flow_statements.pending(conn, pairs)
     }
 
 
 def _write_counts(conn: Connection, decided: Plan, *, actor: str) -> None:
     if not decided.events:
         return
-    statements.count_down(
+    flow_statements.count_down(
         conn,
         counts=[{"id": f, "k": k} for f, k in decided.counts.items()],
         releases=[{"flow_id": f, "step_id": s, "k": k} for (f, s), k in decided.releases.items()],
@@ -265,7 +265,7 @@ def _end_flows(conn: Connection, decided: Plan, *, actor: str) -> list[TaskRecor
 def end_flows(conn: Connection, move: EndFlow) -> list[TaskRecord]:
     """End Flows; everything still open under a failed one is cancelled (its
     steps' ends fan in to nothing: their Flow no longer waits)."""
-    ended = statements.end_flows(conn, move)
+    ended = flow_statements.end_flows(conn, move)
     failed = [f.id for f in ended if f.status is Status.FAILED]
     if failed:
         statements.cancel(conn, failed, actor=move.actor)
@@ -280,7 +280,7 @@ def flow_outputs(
     if not flow_ids:
         return {}
     result: dict[uuid.UUID, dict[str, Any]] = defaultdict(dict)
-    for r in statements.outputs(conn, flow_ids):
+    for r in flow_statements.outputs(conn, flow_ids):
         result[r.flow_id][r.flow_step_id] = (
             r.output if r.status == Status.COMPLETED else {"status": r.status, "errors": r.errors}
         )
@@ -305,7 +305,7 @@ def spawn(
     if need_input or any(wanted.values()):
         flows = [f for f, steps in wanted.items() if steps]
         names = sorted(set().union(*wanted.values()))
-        for r in statements.step_data(conn, need_input, flows, names):
+        for r in flow_statements.step_data(conn, need_input, flows, names):
             if r.step is None:
                 known[r.flow_id] = r.value
             elif r.step in wanted[r.flow_id]:

@@ -1,186 +1,39 @@
-"""The SQL of every move: the only code that writes ``tasks`` or ``task_events``.
+"""The SQL of every move of tasks: with ``flow_statements``, the only code that
+writes ``tasks`` or ``task_events``.
 
-Each statement applies its move to a set of tasks, given as one JSON array
-(read with ``jsonb_to_recordset``) or one array of ids, so that one task and
-a thousand cost the same round trip. Every status change is built by
-:func:`_move`: a guarded ``UPDATE`` whose allowed sources are the rule of its
-kind in ``tasks_core.status``, which locks its rows in id order (so moves can
-not deadlock on each other) and logs each change through :func:`_events`,
-the one shape of an event row. Recursive walks of a task tree stop at a
-task seen before (a cycle) and at ``MAX_TREE_DEPTH``.
+Each statement applies its move to a set of tasks (``tasks_core.lifecycle.sql``
+gives them their shape). Recursive walks of a task tree stop at a task seen
+before (a cycle) and at ``MAX_TREE_DEPTH``.
 """
 
 from __future__ import annotations
 
-import enum
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, TextClause, bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Connection, Row, text
 
-from tasks_core.lifecycle.moves import Attempt, EndFlow
-from tasks_core.status import (
-    RULES,
-    TERMINAL_STATUSES,
-    MoveKind,
-    Status,
+from tasks_core.lifecycle.sql import (
+    TERMINAL,
+    events,
+    fenced,
+    json_rows,
+    move,
+    records,
+    statement,
+    timestamps,
 )
+from tasks_core.status import RULES, MoveKind, Status
 from tasks_core.storage.db import sql_list
 from tasks_core.task import INSERT_COLUMNS, MAX_TREE_DEPTH, MUTABLE_FIELDS, TaskRecord
 
-_JSON = JSONB(none_as_null=True)
-
-
-_TERMINAL = sql_list(TERMINAL_STATUSES)
-
-
-def json_ready(value: Any) -> Any:
-    """A column value as JSON for a recordset (ids, times and statuses as strings)."""
-    if isinstance(value, uuid.UUID | enum.Enum):
-        return str(value.value if isinstance(value, enum.Enum) else value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
-
-
-def _rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: json_ready(v) for k, v in row.items()} for row in rows]
-
-
-def _statement(sql: str, *json_params: str) -> TextClause:
-    return text(sql).bindparams(*(bindparam(name, type_=_JSON) for name in json_params))
-
-
-# --- The one shape of an event row -------------------------------------------------------
-
-_EVENT_COLUMNS = "task_id, type, from_status, to_status, actor, detail"
-
-
-def _events(
-    source: str,
-    *,
-    type_: str,
-    task_id: str = "id",
-    from_status: str = "NULL",
-    to_status: str = "NULL",
-    detail: str = "NULL",
-    where: str = "",
-) -> str:
-    """``INSERT`` of one event per row of ``source``, by the statement's ``:actor``."""
-    return (
-        f"INSERT INTO task_events ({_EVENT_COLUMNS}) "
-        f"SELECT {task_id}, {type_}, {from_status}, {to_status}, :actor, {detail} "
-        f"FROM {source} {where}"
-    )
-
-
-# --- Status moves --------------------------------------------------------------------------
-
-
-def _timestamps(
-    status: str, kind: MoveKind, *, started: str = "t.started_at", ended: str = "t.ended_at"
-) -> str:
-    """Entering `running` sets startedAt if empty; entering a terminal status
-    sets endedAt if empty (never before startedAt, which a caller may have set
-    ahead). Only what the kind's targets can need is written; a fixed target
-    (``status`` a literal) needs no test."""
-    targets = RULES[kind].targets
-    fixed = Status(status.strip("'")) if status.startswith("'") else None
-    sets = []
-    start = f"coalesce({started}, now())"
-    if fixed is Status.RUNNING:
-        sets.append(f"started_at = {start}")
-    elif fixed is None and Status.RUNNING in targets:
-        sets.append(f"started_at = CASE WHEN {status} = 'running' THEN {start} ELSE {started} END")
-    elif started != "t.started_at":
-        sets.append(f"started_at = {started}")
-    end = f"coalesce({ended}, greatest(now(), {started}))"
-    if fixed in TERMINAL_STATUSES:
-        sets.append(f"ended_at = {end}")
-    elif fixed is None and targets & TERMINAL_STATUSES:
-        sets.append(f"ended_at = CASE WHEN {status} IN {_TERMINAL} THEN {end} ELSE {ended} END")
-    elif ended != "t.ended_at":
-        sets.append(f"ended_at = {ended}")
-    return ", ".join([*sets, "updated_at = now()"])
-
-
-def _move(
-    kind: MoveKind,
-    *,
-    status: str,
-    inputs: str = "",
-    pick: str = "",
-    where: str = "",
-    using: str = "",
-    sets: str = "",
-    detail: str = "NULL::jsonb",
-    returning: str = "t.*",
-    recursive: bool = False,
-) -> str:
-    """A guarded status move of every task picked.
-
-    ``inputs`` are CTEs the move reads (``r``, its rows); ``pick`` joins them
-    to ``tasks t`` and ``where`` narrows further; ``using`` joins them again
-    to the locked rows in the ``UPDATE``, where ``status``, ``sets`` and the
-    event's ``detail`` may read them. The sources are the rule of ``kind``.
-    Rows are locked ``FOR NO KEY UPDATE``: exclusive among writers, yet not in
-    the way of a child's foreign-key check on its parent (an id never changes).
-    """
-    return f"""
-WITH {"RECURSIVE " if recursive else ""}{inputs}old AS (
-    SELECT t.id, t.status FROM tasks t {pick}
-    WHERE t.status IN {sql_list(RULES[kind].sources)} {f"AND {where}" if where else ""}
-    ORDER BY t.id
-    FOR NO KEY UPDATE OF t
-), moved AS (
-    UPDATE tasks t SET status = {status}, {_timestamps(status, kind)}{sets}
-    FROM old {using}
-    WHERE t.id = old.id
-    RETURNING {returning}, old.status AS from_status, {detail} AS event_detail
-), ev AS (
-    {
-        _events(
-            "moved",
-            type_="'status'",
-            from_status="from_status",
-            to_status="status",
-            detail="event_detail",
-        )
-    }
-)
-SELECT * FROM moved
-"""
-
-
-def _recordset(name: str, columns: str) -> str:
-    return f"{name} AS (SELECT * FROM jsonb_to_recordset(:{name}) AS {name}({columns})), "
-
-
-def _fenced(
-    kind: MoveKind, *, status: str, sets: str, columns: str = "", detail: str = "NULL::jsonb"
-) -> str:
-    """A move of runs, given as rows ``r`` (``id uuid, attempt int, ...``):
-    each applies only while its task is still at the run's attempt."""
-    return _move(
-        kind,
-        status=status,
-        inputs=_recordset("r", "id uuid, attempt int" + (f", {columns}" if columns else "")),
-        pick="JOIN r ON r.id = t.id AND t.attempt = r.attempt",
-        using="JOIN r ON r.id = old.id",
-        sets=sets,
-        detail=detail,
-    )
-
-
-_MARK_QUEUED = _statement(
-    _move(MoveKind.MARK_QUEUED, status="'queued'", where="t.id = ANY(CAST(:ids AS uuid[]))")
+_MARK_QUEUED = statement(
+    move(MoveKind.MARK_QUEUED, status="'queued'", where="t.id = ANY(CAST(:ids AS uuid[]))")
 )
 
-_CLAIM = _statement(
-    _move(
+_CLAIM = statement(
+    move(
         MoveKind.CLAIM,
         status="'running'",
         where="t.id = ANY(CAST(:ids AS uuid[]))",
@@ -217,7 +70,7 @@ RETURNING t.*
 
 
 def _finish_sql(kind: MoveKind) -> str:
-    return _fenced(
+    return fenced(
         kind,
         status="r.status",
         columns="status text, output jsonb, errors jsonb, detail jsonb",
@@ -229,7 +82,7 @@ def _finish_sql(kind: MoveKind) -> str:
 # An outcome fenced off is dropped; its task's log says so.
 _IGNORED = f""", ignored AS (
     {
-    _events(
+    events(
         "r",
         type_="'result_ignored'",
         detail="jsonb_build_object('attempt', r.attempt, 'status', r.status)",
@@ -246,11 +99,11 @@ def _with_ignored(sql: str) -> str:
     return head.rstrip() + _IGNORED
 
 
-_FINISH = _statement(_with_ignored(_finish_sql(MoveKind.FINISH)), "r")
-_LOSE = _statement(_with_ignored(_finish_sql(MoveKind.RECOVER_LEASE)), "r")
+_FINISH = statement(_with_ignored(_finish_sql(MoveKind.FINISH)), "r")
+_LOSE = statement(_with_ignored(_finish_sql(MoveKind.RECOVER_LEASE)), "r")
 
-_RETRY = _statement(
-    _fenced(
+_RETRY = statement(
+    fenced(
         MoveKind.RETRY,
         status="'queued'",
         columns="errors jsonb, delay float8, detail jsonb",
@@ -261,8 +114,8 @@ _RETRY = _statement(
     "r",
 )
 
-_REQUEUE_LOST = _statement(
-    _fenced(
+_REQUEUE_LOST = statement(
+    fenced(
         MoveKind.RECOVER_LEASE,
         status="'queued'",
         sets=", lease_expires_at = NULL, available_at = NULL",
@@ -271,8 +124,8 @@ _REQUEUE_LOST = _statement(
     "r",
 )
 
-_HAND_BACK = _statement(
-    _move(
+_HAND_BACK = statement(
+    move(
         MoveKind.HAND_BACK,
         status="'queued'",
         where="starts_with(t.worker, :prefix)",
@@ -281,8 +134,8 @@ _HAND_BACK = _statement(
     )
 )
 
-_QUEUE_TIMEOUT = _statement(
-    _move(
+_QUEUE_TIMEOUT = statement(
+    move(
         MoveKind.QUEUE_TIMEOUT,
         status="'failed'",
         where="t.id = ANY(CAST(:ids AS uuid[])) AND t.queue_timeout_seconds IS NOT NULL"
@@ -294,46 +147,6 @@ _QUEUE_TIMEOUT = _statement(
     "errors",
 )
 
-_START_FLOW = _statement(
-    _fenced(
-        MoveKind.START_FLOW,
-        status="'waiting'",
-        columns="open_steps int",
-        sets=", open_steps = r.open_steps, lease_expires_at = NULL",
-    ),
-    "r",
-)
-
-
-_FLOW_ENDED = """'{"flow": "ended"}'::jsonb"""
-_ENDED_SETS = ", output = r.output, errors = r.errors, open_steps = 0, lease_expires_at = NULL"
-
-_END_FLOW = _statement(
-    _move(
-        MoveKind.END_FLOW,
-        status="r.status",
-        inputs=_recordset("r", "id uuid, status text, output jsonb, errors jsonb"),
-        pick="JOIN r ON r.id = t.id",
-        using="JOIN r ON r.id = old.id",
-        sets=_ENDED_SETS,
-        detail=_FLOW_ENDED,
-    ),
-    "r",
-)
-
-# A claimed Flow without steps completes at once (fenced like its start).
-_COMPLETE_EMPTY_FLOW = _statement(
-    _fenced(
-        MoveKind.START_FLOW,
-        status="r.status",
-        columns="status text, output jsonb, errors jsonb",
-        sets=_ENDED_SETS,
-        detail=_FLOW_ENDED,
-    ),
-    "r",
-)
-
-# A subtree, walked down from its roots; each task once, with a root it is under.
 _SUBTREE = f"""sub(id, root, depth, path) AS (
     SELECT t.id, t.id, 1, ARRAY[t.id] FROM tasks t WHERE t.id = ANY(CAST(:ids AS uuid[])) {{org}}
     UNION ALL
@@ -344,7 +157,7 @@ _SUBTREE = f"""sub(id, root, depth, path) AS (
 
 
 def _cancel_sql(org: str) -> str:
-    return _move(
+    return move(
         MoveKind.CANCEL,
         status="'cancelled'",
         inputs=_SUBTREE.format(org=org),
@@ -356,8 +169,8 @@ def _cancel_sql(org: str) -> str:
     )
 
 
-_CANCEL_IN_ORG = _statement(_cancel_sql("AND t.organization_id = :org"))
-_CANCEL = _statement(_cancel_sql(""))
+_CANCEL_IN_ORG = statement(_cancel_sql("AND t.organization_id = :org"))
+_CANCEL = statement(_cancel_sql(""))
 
 _WAITED_TOO_LONG = """'{"reason": "waited too long for a worker"}'::jsonb"""
 
@@ -370,7 +183,7 @@ WITH moved AS (
     RETURNING id, status
 ), ev AS (
     {
-        _events(
+        events(
             "moved",
             type_="'republished'",
             to_status="status",
@@ -410,7 +223,7 @@ def _update_sql() -> str:
     plain = [c for c in sorted(_FIELD_TYPES) if c not in ("started_at", "ended_at")]
     sets = ", ".join(f"{c} = {_new(c)}" for c in plain)
     status = "coalesce(r.status, t.status)"
-    stamps = _timestamps(
+    stamps = timestamps(
         status, MoveKind.SET_STATUS, started=_new("started_at"), ended=_new("ended_at")
     )
     return f"""
@@ -436,7 +249,7 @@ WITH r AS (
     SELECT id, 2, 'status', from_status, status, NULL FROM moved WHERE status <> from_status
 ), ev AS (
     {
-        _events(
+        events(
             "logged",
             type_="type",
             from_status="from_status",
@@ -450,7 +263,7 @@ SELECT * FROM moved
 """
 
 
-_UPDATE = _statement(_update_sql(), "r")
+_UPDATE = statement(_update_sql(), "r")
 
 
 # --- Creating tasks -----------------------------------------------------------------------
@@ -478,7 +291,7 @@ def _create_sql(*, with_parents: bool) -> str:
     values["params"] = "coalesce(ok.params, '{}'::jsonb)"
     values["started_at"] = "coalesce(ok.started_at, CASE WHEN ok.status = 'running' THEN now() END)"
     values["ended_at"] = (
-        f"coalesce(ok.ended_at, CASE WHEN ok.status IN {_TERMINAL} "
+        f"coalesce(ok.ended_at, CASE WHEN ok.status IN {TERMINAL} "
         "THEN greatest(now(), ok.started_at) END)"
     )
     ok = _PARENTS if with_parents else "ok AS (SELECT * FROM r), "
@@ -496,7 +309,7 @@ WITH RECURSIVE r AS (
     RETURNING *
 ), ev AS (
     {
-        _events(
+        events(
             "t",
             type_="'created'",
             to_status="status",
@@ -509,8 +322,8 @@ SELECT * FROM t ORDER BY id
 """
 
 
-_CREATE = _statement(_create_sql(with_parents=False), "rows")
-_CREATE_WITH_PARENTS = _statement(_create_sql(with_parents=True), "rows")
+_CREATE = statement(_create_sql(with_parents=False), "rows")
+_CREATE_WITH_PARENTS = statement(_create_sql(with_parents=True), "rows")
 
 
 # --- Locks ---------------------------------------------------------------------------------
@@ -532,95 +345,7 @@ _LOCK = text(_LOCK_CHAINS.format(org=""))
 _LOCK_IN_ORG = text(_LOCK_CHAINS.format(org="AND organization_id = :org"))
 
 
-# --- Flows: their steps and counters --------------------------------------------------------
-
-_STORE_STEPS = _statement(
-    f"""
-WITH s AS (
-    INSERT INTO flow_steps (flow_id, step_id, spec, dependents, pending)
-    SELECT s.flow_id, s.step_id, s.spec, ARRAY(SELECT jsonb_array_elements_text(s.dependents)),
-           s.pending
-    FROM jsonb_to_recordset(:steps)
-        AS s(flow_id uuid, step_id text, spec jsonb, dependents jsonb, pending int)
-), e AS (
-    SELECT * FROM jsonb_to_recordset(:events) AS e(task_id uuid, detail jsonb)
-), ev AS (
-    {_events("e", type_="'spawned'", task_id="task_id", detail="detail")}
-)
-SELECT 1
-""",
-    "steps",
-    "events",
-)
-
-_FAN_IN_STATE = _statement(
-    """
-SELECT e.id AS child_id, f.id AS flow_id, f.organization_id, f.author_id, f.app_id, f.state_id,
-       f.open_steps,
-       s.spec, s.dependents
-FROM jsonb_to_recordset(:ended) AS e(id uuid, parent_id uuid, step text)
-JOIN tasks f ON f.id = e.parent_id AND f.kind = 'Flow' AND f.status = 'waiting'
-JOIN flow_steps s ON s.flow_id = f.id AND s.step_id = e.step
-ORDER BY f.id, e.id
-""",
-    "ended",
-)
-
-_PENDING = text(
-    """
-SELECT s.flow_id, s.step_id, s.pending, s.spec FROM flow_steps s
-JOIN unnest(CAST(:flows AS uuid[]), CAST(:steps AS text[])) AS d(flow_id, step_id)
-  ON s.flow_id = d.flow_id AND s.step_id = d.step_id
-"""
-)
-
-_COUNT_DOWN = _statement(
-    f"""
-WITH c AS (
-    SELECT * FROM jsonb_to_recordset(:counts) AS c(id uuid, k int)
-), f AS (
-    UPDATE tasks t SET open_steps = t.open_steps - c.k FROM c WHERE t.id = c.id RETURNING t.id
-), d AS (
-    SELECT * FROM jsonb_to_recordset(:releases) AS d(flow_id uuid, step_id text, k int)
-), s AS (
-    UPDATE flow_steps fs SET pending = fs.pending - d.k FROM d
-    WHERE fs.flow_id = d.flow_id AND fs.step_id = d.step_id RETURNING 1
-), e AS (
-    SELECT * FROM jsonb_to_recordset(:events) AS e(ord int, task_id uuid, detail jsonb)
-), ev AS (
-    {_events("e", type_="'fan_in'", task_id="task_id", detail="detail", where="ORDER BY ord")}
-)
-SELECT (SELECT count(*) FROM f) AS flows, (SELECT count(*) FROM s) AS steps
-""",
-    "counts",
-    "releases",
-    "events",
-)
-
-_STEP_DATA = text(
-    """
-SELECT id AS flow_id, NULL AS step, input AS value FROM tasks
-WHERE id = ANY(CAST(:inputs AS uuid[]))
-UNION ALL
-SELECT parent_id, flow_step_id, output FROM tasks
-WHERE parent_id = ANY(CAST(:flows AS uuid[])) AND flow_step_id = ANY(CAST(:steps AS text[]))
-  AND status = 'completed'
-"""
-)
-
-_OUTPUTS = text(
-    """
-SELECT parent_id AS flow_id, flow_step_id, status, output, errors FROM tasks
-WHERE parent_id = ANY(CAST(:flows AS uuid[])) AND flow_step_id IS NOT NULL ORDER BY id
-"""
-)
-
-
 # --- Running them ----------------------------------------------------------------------------
-
-
-def _records(conn: Connection, stmt: TextClause, values: Mapping[str, Any]) -> list[TaskRecord]:
-    return [TaskRecord.from_row(r) for r in conn.execute(stmt, values).mappings()]
 
 
 def create(
@@ -637,13 +362,13 @@ def create(
     its parent is ``trusted`` (a locked Flow spawning its steps)."""
     checked = not trusted and any(row.get("parent_id") is not None for row in rows)
     stmt = _CREATE_WITH_PARENTS if checked else _CREATE
-    values = {"rows": _rows(rows), "stateful": list(stateful), "actor": actor}
-    return _records(conn, stmt, values)
+    values = {"rows": json_rows(rows), "stateful": list(stateful), "actor": actor}
+    return records(conn, stmt, values)
 
 
 def mark_queued(conn: Connection, ids: Sequence[uuid.UUID], *, actor: str) -> list[TaskRecord]:
     """`created` -> `queued` for published tasks."""
-    return _records(conn, _MARK_QUEUED, {"ids": list(ids), "actor": actor})
+    return records(conn, _MARK_QUEUED, {"ids": list(ids), "actor": actor})
 
 
 def republish(conn: Connection, ids: Sequence[uuid.UUID], *, actor: str) -> int:
@@ -656,7 +381,7 @@ def claim(
 ) -> list[TaskRecord]:
     """Waiting tasks -> `running` as a new attempt with a lease."""
     values = {"ids": list(ids), "worker": worker, "lease": lease, "actor": actor}
-    return _records(conn, _CLAIM, values)
+    return records(conn, _CLAIM, values)
 
 
 def renew_leases(
@@ -673,7 +398,7 @@ def renew_leases(
 
 def hold_expired(conn: Connection, *, batch: int, hold: float) -> list[TaskRecord]:
     """Pick runs whose lease expired and hold them for ``hold`` seconds."""
-    return _records(conn, _HOLD_EXPIRED, {"batch": batch, "hold": hold})
+    return records(conn, _HOLD_EXPIRED, {"batch": batch, "hold": hold})
 
 
 def finish(
@@ -682,24 +407,24 @@ def finish(
     """Fenced outcomes (id, attempt, status, output, errors, detail); a
     fenced-off one is logged as `result_ignored`. ``lost``: the sweeper's,
     for runs whose worker stopped."""
-    return _records(conn, _LOSE if lost else _FINISH, {"r": _rows(rows), "actor": actor})
+    return records(conn, _LOSE if lost else _FINISH, {"r": json_rows(rows), "actor": actor})
 
 
 def retry(conn: Connection, rows: Sequence[Mapping[str, Any]], *, actor: str) -> list[TaskRecord]:
     """Fenced hand-backs for another attempt (id, attempt, errors, delay, detail)."""
-    return _records(conn, _RETRY, {"r": _rows(rows), "actor": actor})
+    return records(conn, _RETRY, {"r": json_rows(rows), "actor": actor})
 
 
 def requeue_lost(
     conn: Connection, rows: Sequence[Mapping[str, Any]], *, actor: str
 ) -> list[TaskRecord]:
     """Fenced hand-backs of runs whose worker stopped (id, attempt)."""
-    return _records(conn, _REQUEUE_LOST, {"r": _rows(rows), "actor": actor})
+    return records(conn, _REQUEUE_LOST, {"r": json_rows(rows), "actor": actor})
 
 
 def hand_back(conn: Connection, *, worker_prefix: str, actor: str) -> list[TaskRecord]:
     """Every task running on one worker node -> `queued`."""
-    return _records(conn, _HAND_BACK, {"prefix": worker_prefix, "actor": actor})
+    return records(conn, _HAND_BACK, {"prefix": worker_prefix, "actor": actor})
 
 
 def queue_timeout(
@@ -729,7 +454,7 @@ def update(
 ) -> list[tuple[TaskRecord, Status]]:
     """PUTs: (id, fields, status, sources, the fields' values) -> each task as
     changed, and the status it had before."""
-    result = conn.execute(_UPDATE, {"r": _rows(rows), "actor": actor}).mappings()
+    result = conn.execute(_UPDATE, {"r": json_rows(rows), "actor": actor}).mappings()
     return [(TaskRecord.from_row(r), Status(r["from_status"])) for r in result]
 
 
@@ -741,84 +466,3 @@ def lock(
         return {r.id for r in conn.execute(_LOCK, {"ids": list(ids)})}
     values = {"ids": list(ids), "org": organization_id}
     return {r.id for r in conn.execute(_LOCK_IN_ORG, values)}
-
-
-def start_flows(
-    conn: Connection, rows: Sequence[Mapping[str, Any]], *, actor: str
-) -> list[TaskRecord]:
-    """Claimed Flows (id, attempt, open) -> `waiting` with their count of open steps."""
-    return _records(conn, _START_FLOW, {"r": _rows(rows), "actor": actor})
-
-
-def end_flows(conn: Connection, move: EndFlow) -> list[TaskRecord]:
-    """Waiting Flows -> `completed` or `failed`, with their output and errors."""
-    rows = [
-        {"id": e.flow_id, "status": e.status, "output": e.output, "errors": e.errors}
-        for e in move.ends
-    ]
-    return _records(conn, _END_FLOW, {"r": _rows(rows), "actor": move.actor})
-
-
-def complete_empty_flows(
-    conn: Connection, attempts: Sequence[Attempt], *, actor: str
-) -> list[TaskRecord]:
-    """Claimed Flows without steps -> `completed` with an empty output."""
-    rows = [
-        {"id": a.task_id, "attempt": a.number, "status": Status.COMPLETED, "output": {},
-         "errors": []}
-        for a in attempts
-    ]  # fmt: skip
-    return _records(conn, _COMPLETE_EMPTY_FLOW, {"r": _rows(rows), "actor": actor})
-
-
-def store_steps(
-    conn: Connection,
-    steps: Sequence[Mapping[str, Any]],
-    events: Sequence[Mapping[str, Any]],
-    *,
-    actor: str,
-) -> None:
-    """Store started Flows' steps, and log what each spawned."""
-    conn.execute(_STORE_STEPS, {"steps": _rows(steps), "events": _rows(events), "actor": actor})
-
-
-def fan_in_state(conn: Connection, ended: Sequence[Mapping[str, Any]]) -> list[Row[Any]]:
-    """For each ended step whose Flow waits: the Flow's counters and the step's spec."""
-    return list(conn.execute(_FAN_IN_STATE, {"ended": _rows(ended)}))
-
-
-def pending(conn: Connection, pairs: Sequence[tuple[uuid.UUID, str]]) -> list[Row[Any]]:
-    """How many dependencies each (Flow, step) still waits on, and its spec."""
-    values = {"flows": [f for f, _ in pairs], "steps": [s for _, s in pairs]}
-    return list(conn.execute(_PENDING, values))
-
-
-def count_down(
-    conn: Connection,
-    counts: Sequence[Mapping[str, Any]],
-    releases: Sequence[Mapping[str, Any]],
-    events: Sequence[Mapping[str, Any]],
-    *,
-    actor: str,
-) -> None:
-    """Flows' open steps and steps' pending dependencies go down; `fan_in` events."""
-    values = {
-        "counts": _rows(counts),
-        "releases": _rows(releases),
-        "events": _rows(events),
-        "actor": actor,
-    }
-    conn.execute(_COUNT_DOWN, values)
-
-
-def step_data(
-    conn: Connection, inputs: Sequence[uuid.UUID], flows: Sequence[uuid.UUID], steps: Sequence[str]
-) -> list[Row[Any]]:
-    """Inputs of Flows, and outputs of completed steps, for resolving references."""
-    values = {"inputs": list(inputs), "flows": list(flows), "steps": list(steps)}
-    return list(conn.execute(_STEP_DATA, values))
-
-
-def outputs(conn: Connection, flows: Sequence[uuid.UUID]) -> list[Row[Any]]:
-    """Every step's status, output and errors, for Flows that complete."""
-    return list(conn.execute(_OUTPUTS, {"flows": list(flows)}))

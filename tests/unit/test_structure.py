@@ -104,7 +104,7 @@ def test_event_rows_are_built_in_one_place() -> None:
         for line, value in strings(source)
         if re.search(r"INSERT\s+INTO\s+task_events", value, re.IGNORECASE)
     ]
-    assert len(places) == 1 and places[0][0] == "tasks_core/lifecycle/statements.py", places
+    assert len(places) == 1 and places[0][0] == "tasks_core/lifecycle/sql.py", places
 
 
 def test_sql_lives_in_the_lifecycle_and_the_storage_layer_only() -> None:

@@ -1,0 +1,172 @@
+"""How a move is written in SQL: the shape of a status change and of an event row.
+
+Every status change of the lifecycle is built by :func:`move`: a guarded
+``UPDATE`` whose allowed sources are the rule of its kind in
+``tasks_core.status``, which locks its rows in id order (so moves can not
+deadlock on each other) and logs each change through :func:`events`, the one
+shape of an event row. Inputs come as one JSON array read with
+``jsonb_to_recordset`` (:func:`recordset`), so that one task and a thousand
+cost the same round trip.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, TextClause, bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
+
+from tasks_core.status import RULES, TERMINAL_STATUSES, MoveKind, Status
+from tasks_core.storage.db import sql_list
+from tasks_core.task import TaskRecord
+
+JSON = JSONB(none_as_null=True)
+TERMINAL = sql_list(TERMINAL_STATUSES)
+
+
+def json_ready(value: Any) -> Any:
+    """A column value as JSON for a recordset (ids, times and statuses as strings)."""
+    if isinstance(value, uuid.UUID | enum.Enum):
+        return str(value.value if isinstance(value, enum.Enum) else value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def json_rows(values: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for a recordset, their values as JSON."""
+    return [{k: json_ready(v) for k, v in row.items()} for row in values]
+
+
+def statement(sql: str, *json_params: str) -> TextClause:
+    """A statement whose ``json_params`` are bound as JSONB."""
+    return text(sql).bindparams(*(bindparam(name, type_=JSON) for name in json_params))
+
+
+# --- The one shape of an event row -------------------------------------------------------
+
+_EVENT_COLUMNS = "task_id, type, from_status, to_status, actor, detail"
+
+
+def events(
+    source: str,
+    *,
+    type_: str,
+    task_id: str = "id",
+    from_status: str = "NULL",
+    to_status: str = "NULL",
+    detail: str = "NULL",
+    where: str = "",
+) -> str:
+    """``INSERT`` of one event per row of ``source``, by the statement's ``:actor``."""
+    return (
+        f"INSERT INTO task_events ({_EVENT_COLUMNS}) "
+        f"SELECT {task_id}, {type_}, {from_status}, {to_status}, :actor, {detail} "
+        f"FROM {source} {where}"
+    )
+
+
+# --- Status moves --------------------------------------------------------------------------
+
+
+def timestamps(
+    status: str, kind: MoveKind, *, started: str = "t.started_at", ended: str = "t.ended_at"
+) -> str:
+    """Entering `running` sets startedAt if empty; entering a terminal status
+    sets endedAt if empty (never before startedAt, which a caller may have set
+    ahead). Only what the kind's targets can need is written; a fixed target
+    (``status`` a literal) needs no test."""
+    targets = RULES[kind].targets
+    fixed = Status(status.strip("'")) if status.startswith("'") else None
+    sets = []
+    start = f"coalesce({started}, now())"
+    if fixed is Status.RUNNING:
+        sets.append(f"started_at = {start}")
+    elif fixed is None and Status.RUNNING in targets:
+        sets.append(f"started_at = CASE WHEN {status} = 'running' THEN {start} ELSE {started} END")
+    elif started != "t.started_at":
+        sets.append(f"started_at = {started}")
+    end = f"coalesce({ended}, greatest(now(), {started}))"
+    if fixed in TERMINAL_STATUSES:
+        sets.append(f"ended_at = {end}")
+    elif fixed is None and targets & TERMINAL_STATUSES:
+        sets.append(f"ended_at = CASE WHEN {status} IN {TERMINAL} THEN {end} ELSE {ended} END")
+    elif ended != "t.ended_at":
+        sets.append(f"ended_at = {ended}")
+    return ", ".join([*sets, "updated_at = now()"])
+
+
+def move(
+    kind: MoveKind,
+    *,
+    status: str,
+    inputs: str = "",
+    pick: str = "",
+    where: str = "",
+    using: str = "",
+    sets: str = "",
+    detail: str = "NULL::jsonb",
+    returning: str = "t.*",
+    recursive: bool = False,
+) -> str:
+    """A guarded status move of every task picked.
+
+    ``inputs`` are CTEs the move reads (``r``, its rows); ``pick`` joins them
+    to ``tasks t`` and ``where`` narrows further; ``using`` joins them again
+    to the locked rows in the ``UPDATE``, where ``status``, ``sets`` and the
+    event's ``detail`` may read them. The sources are the rule of ``kind``.
+    Rows are locked ``FOR NO KEY UPDATE``: exclusive among writers, yet not in
+    the way of a child's foreign-key check on its parent (an id never changes).
+    """
+    return f"""
+WITH {"RECURSIVE " if recursive else ""}{inputs}old AS (
+    SELECT t.id, t.status FROM tasks t {pick}
+    WHERE t.status IN {sql_list(RULES[kind].sources)} {f"AND {where}" if where else ""}
+    ORDER BY t.id
+    FOR NO KEY UPDATE OF t
+), moved AS (
+    UPDATE tasks t SET status = {status}, {timestamps(status, kind)}{sets}
+    FROM old {using}
+    WHERE t.id = old.id
+    RETURNING {returning}, old.status AS from_status, {detail} AS event_detail
+), ev AS (
+    {
+        events(
+            "moved",
+            type_="'status'",
+            from_status="from_status",
+            to_status="status",
+            detail="event_detail",
+        )
+    }
+)
+SELECT * FROM moved
+"""
+
+
+def recordset(name: str, columns: str) -> str:
+    return f"{name} AS (SELECT * FROM jsonb_to_recordset(:{name}) AS {name}({columns})), "
+
+
+def fenced(
+    kind: MoveKind, *, status: str, sets: str, columns: str = "", detail: str = "NULL::jsonb"
+) -> str:
+    """A move of runs, given as rows ``r`` (``id uuid, attempt int, ...``):
+    each applies only while its task is still at the run's attempt."""
+    return move(
+        kind,
+        status=status,
+        inputs=recordset("r", "id uuid, attempt int" + (f", {columns}" if columns else "")),
+        pick="JOIN r ON r.id = t.id AND t.attempt = r.attempt",
+        using="JOIN r ON r.id = old.id",
+        sets=sets,
+        detail=detail,
+    )
+
+
+def records(conn: Connection, stmt: TextClause, values: Mapping[str, Any]) -> list[TaskRecord]:
+    return [TaskRecord.from_row(r) for r in conn.execute(stmt, values).mappings()]
