@@ -10,10 +10,21 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, text
+from sqlalchemy import Connection, Row
 
 from tasks_core.lifecycle.moves import Attempt, EndFlow
-from tasks_core.lifecycle.sql import events, fenced, json_rows, move, records, recordset, statement
+from tasks_core.lifecycle.sql import (
+    as_ids,
+    by_key,
+    events,
+    fenced,
+    json_ids,
+    json_rows,
+    move,
+    records,
+    recordset,
+    statement,
+)
 from tasks_core.status import MoveKind, Status
 from tasks_core.task import TaskRecord
 
@@ -36,7 +47,7 @@ _END_FLOW = statement(
         MoveKind.END_FLOW,
         status="r.status",
         inputs=recordset("r", "id uuid, status text, output jsonb, errors jsonb"),
-        pick="JOIN r ON r.id = t.id",
+        keys="SELECT * FROM r",
         using="JOIN r ON r.id = old.id",
         sets=_ENDED_SETS,
         detail=_FLOW_ENDED,
@@ -78,25 +89,36 @@ SELECT 1
     "events",
 )
 
+# For each ended step whose Flow waits: the Flow's counters and the step's
+# definition, each found by its key (OFFSET 0 keeps a lookup a lookup).
 _FAN_IN_STATE = statement(
     """
 SELECT e.id AS child_id, f.id AS flow_id, f.organization_id, f.author_id, f.app_id, f.state_id,
-       f.open_steps,
-       s.spec, s.dependents
+       f.open_steps, s.spec, s.dependents
 FROM jsonb_to_recordset(:ended) AS e(id uuid, parent_id uuid, step text)
-JOIN tasks f ON f.id = e.parent_id AND f.kind = 'Flow' AND f.status = 'waiting'
-JOIN flow_steps s ON s.flow_id = f.id AND s.step_id = e.step
+CROSS JOIN LATERAL (
+    SELECT f.id, f.organization_id, f.author_id, f.app_id, f.state_id, f.open_steps
+    FROM tasks f WHERE f.id = e.parent_id AND f.kind = 'Flow' AND f.status = 'waiting' OFFSET 0
+) AS f
+CROSS JOIN LATERAL (
+    SELECT s.spec, s.dependents FROM flow_steps s
+    WHERE s.flow_id = f.id AND s.step_id = e.step OFFSET 0
+) AS s
 ORDER BY f.id, e.id
 """,
     "ended",
 )
 
-_PENDING = text(
+_PENDING = statement(
     """
-SELECT s.flow_id, s.step_id, s.pending, s.spec FROM flow_steps s
-JOIN unnest(CAST(:flows AS uuid[]), CAST(:steps AS text[])) AS d(flow_id, step_id)
-  ON s.flow_id = d.flow_id AND s.step_id = d.step_id
-"""
+SELECT d.flow_id, d.step_id, s.pending, s.spec
+FROM jsonb_to_recordset(:pairs) AS d(flow_id uuid, step_id text)
+CROSS JOIN LATERAL (
+    SELECT s.pending, s.spec FROM flow_steps s
+    WHERE s.flow_id = d.flow_id AND s.step_id = d.step_id OFFSET 0
+) AS s
+""",
+    "pairs",
 )
 
 _COUNT_DOWN = statement(
@@ -104,12 +126,16 @@ _COUNT_DOWN = statement(
 WITH c AS (
     SELECT * FROM jsonb_to_recordset(:counts) AS c(id uuid, k int)
 ), f AS (
-    UPDATE tasks t SET open_steps = t.open_steps - c.k FROM c WHERE t.id = c.id RETURNING t.id
+    UPDATE tasks t SET open_steps = t.open_steps - c.k FROM c
+    WHERE {by_key("c")} AND t.id = c.id RETURNING t.id
 ), d AS (
     SELECT * FROM jsonb_to_recordset(:releases) AS d(flow_id uuid, step_id text, k int)
 ), s AS (
     UPDATE flow_steps fs SET pending = fs.pending - d.k FROM d
-    WHERE fs.flow_id = d.flow_id AND fs.step_id = d.step_id RETURNING 1
+    WHERE fs.flow_id = ANY(ARRAY(SELECT flow_id FROM d))
+      AND fs.step_id = ANY(ARRAY(SELECT step_id FROM d))
+      AND fs.flow_id = d.flow_id AND fs.step_id = d.step_id
+    RETURNING 1
 ), e AS (
     SELECT * FROM jsonb_to_recordset(:events) AS e(ord int, task_id uuid, detail jsonb)
 ), ev AS (
@@ -122,22 +148,26 @@ SELECT (SELECT count(*) FROM f) AS flows, (SELECT count(*) FROM s) AS steps
     "events",
 )
 
-_STEP_DATA = text(
-    """
+_STEP_DATA = statement(
+    f"""
 SELECT id AS flow_id, NULL AS step, input AS value FROM tasks
-WHERE id = ANY(CAST(:inputs AS uuid[]))
+WHERE id = ANY({json_ids("inputs")})
 UNION ALL
 SELECT parent_id, flow_step_id, output FROM tasks
-WHERE parent_id = ANY(CAST(:flows AS uuid[])) AND flow_step_id = ANY(CAST(:steps AS text[]))
+WHERE parent_id = ANY({json_ids("flows")}) AND flow_step_id = ANY({json_ids("steps", "text")})
   AND status = 'completed'
-"""
+""",
+    "inputs",
+    "flows",
+    "steps",
 )
 
-_OUTPUTS = text(
-    """
+_OUTPUTS = statement(
+    f"""
 SELECT parent_id AS flow_id, flow_step_id, status, output, errors FROM tasks
-WHERE parent_id = ANY(CAST(:flows AS uuid[])) AND flow_step_id IS NOT NULL ORDER BY id
-"""
+WHERE parent_id = ANY({json_ids("flows")}) AND flow_step_id IS NOT NULL ORDER BY id
+""",
+    "flows",
 )
 
 
@@ -189,8 +219,8 @@ def fan_in_state(conn: Connection, ended: Sequence[Mapping[str, Any]]) -> list[R
 
 def pending(conn: Connection, pairs: Sequence[tuple[uuid.UUID, str]]) -> list[Row[Any]]:
     """How many dependencies each (Flow, step) still waits on, and its spec."""
-    values = {"flows": [f for f, _ in pairs], "steps": [s for _, s in pairs]}
-    return list(conn.execute(_PENDING, values))
+    rows = [{"flow_id": f, "step_id": s} for f, s in pairs]
+    return list(conn.execute(_PENDING, {"pairs": json_rows(rows)}))
 
 
 def count_down(
@@ -215,10 +245,10 @@ def step_data(
     conn: Connection, inputs: Sequence[uuid.UUID], flows: Sequence[uuid.UUID], steps: Sequence[str]
 ) -> list[Row[Any]]:
     """Inputs of Flows, and outputs of completed steps, for resolving references."""
-    values = {"inputs": list(inputs), "flows": list(flows), "steps": list(steps)}
+    values = {"inputs": as_ids(inputs), "flows": as_ids(flows), "steps": list(steps)}
     return list(conn.execute(_STEP_DATA, values))
 
 
 def outputs(conn: Connection, flows: Sequence[uuid.UUID]) -> list[Row[Any]]:
     """Every step's status, output and errors, for Flows that complete."""
-    return list(conn.execute(_OUTPUTS, {"flows": list(flows)}))
+    return list(conn.execute(_OUTPUTS, {"flows": as_ids(flows)}))

@@ -37,6 +37,11 @@ def json_ready(value: Any) -> Any:
     return value
 
 
+def as_ids(ids: Iterable[uuid.UUID]) -> list[str]:
+    """Ids for a JSON array parameter (see :func:`json_ids`)."""
+    return [str(i) for i in ids]
+
+
 def json_rows(values: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Rows for a recordset, their values as JSON."""
     return [{k: json_ready(v) for k, v in row.items()} for row in values]
@@ -100,12 +105,43 @@ def timestamps(
     return ", ".join([*sets, "updated_at = now()"])
 
 
+def locked(kind: MoveKind, *, keys: str | None, fence: bool = False, where: str = "") -> str:
+    """A SELECT of the tasks a move of ``kind`` may move now, each locked.
+
+    ``keys`` selects the ids (and, with ``fence``, the attempts) named by the
+    move: each is found by one primary-key lookup (a ``LATERAL`` subquery
+    that holds the row lock, which PostgreSQL never flattens into a join), so
+    the plan is the same whatever the statistics say, also as a prepared
+    statement's generic plan. Without ``keys``, ``where`` alone picks them.
+    Locks are taken in id order, so moves can not deadlock on each other, and
+    ``FOR NO KEY UPDATE``: exclusive among writers, yet not in the way of a
+    child's foreign-key check on its parent (an id never changes).
+    """
+    guard = f"t.status IN {sql_list(RULES[kind].sources)}"
+    guard += " AND t.attempt = k.attempt" if fence else ""
+    guard += f" AND {where}" if where else ""
+    if keys is None:
+        return f"SELECT t.id, t.status FROM tasks t WHERE {guard} ORDER BY t.id FOR NO KEY UPDATE"
+    return f"""SELECT t.id, t.status FROM ({keys} ORDER BY id) AS k
+    CROSS JOIN LATERAL (
+        SELECT t.id, t.status FROM tasks t WHERE t.id = k.id AND {guard} FOR NO KEY UPDATE
+    ) AS t"""
+
+
+def by_key(relation: str, *, alias: str = "t", column: str = "id") -> str:
+    """A condition that reaches each task of ``relation`` (its ``column``)
+    through the primary key, whatever the statistics (an array made by a
+    subquery can only be an index condition)."""
+    return f"{alias}.id = ANY(ARRAY(SELECT {column} FROM {relation}))"
+
+
 def move(
     kind: MoveKind,
     *,
     status: str,
+    keys: str | None,
     inputs: str = "",
-    pick: str = "",
+    fence: bool = False,
     where: str = "",
     using: str = "",
     sets: str = "",
@@ -113,25 +149,20 @@ def move(
     returning: str = "t.*",
     recursive: bool = False,
 ) -> str:
-    """A guarded status move of every task picked.
+    """A guarded status move of the tasks :func:`locked` picks.
 
-    ``inputs`` are CTEs the move reads (``r``, its rows); ``pick`` joins them
-    to ``tasks t`` and ``where`` narrows further; ``using`` joins them again
-    to the locked rows in the ``UPDATE``, where ``status``, ``sets`` and the
-    event's ``detail`` may read them. The sources are the rule of ``kind``.
-    Rows are locked ``FOR NO KEY UPDATE``: exclusive among writers, yet not in
-    the way of a child's foreign-key check on its parent (an id never changes).
+    ``inputs`` are CTEs the move reads (``r``, its rows); ``keys`` and
+    ``where`` pick the tasks; ``using`` joins the inputs again to the locked
+    rows in the ``UPDATE``, where ``status``, ``sets`` and the event's
+    ``detail`` may read them. The sources are the rule of ``kind``.
     """
     return f"""
 WITH {"RECURSIVE " if recursive else ""}{inputs}old AS (
-    SELECT t.id, t.status FROM tasks t {pick}
-    WHERE t.status IN {sql_list(RULES[kind].sources)} {f"AND {where}" if where else ""}
-    ORDER BY t.id
-    FOR NO KEY UPDATE OF t
+    {locked(kind, keys=keys, fence=fence, where=where)}
 ), moved AS (
     UPDATE tasks t SET status = {status}, {timestamps(status, kind)}{sets}
     FROM old {using}
-    WHERE t.id = old.id
+    WHERE {by_key("old")} AND t.id = old.id
     RETURNING {returning}, old.status AS from_status, {detail} AS event_detail
 ), ev AS (
     {
@@ -148,6 +179,17 @@ SELECT * FROM moved
 """
 
 
+def json_ids(param: str, sql_type: str = "uuid") -> str:
+    """An array parameter, sent as JSON. PostgreSQL estimates a JSON array
+    the same whatever its value, so a prepared statement settles on one plan;
+    with a literal array each run would be planned again for its length."""
+    return f"ARRAY(SELECT CAST(j AS {sql_type}) FROM jsonb_array_elements_text(:{param}) AS j)"
+
+
+# The ids a move names, from its :ids parameter (a JSON array).
+IDS = "SELECT unnest(" + json_ids("ids") + ") AS id"
+
+
 def recordset(name: str, columns: str) -> str:
     return f"{name} AS (SELECT * FROM jsonb_to_recordset(:{name}) AS {name}({columns})), "
 
@@ -161,7 +203,8 @@ def fenced(
         kind,
         status=status,
         inputs=recordset("r", "id uuid, attempt int" + (f", {columns}" if columns else "")),
-        pick="JOIN r ON r.id = t.id AND t.attempt = r.attempt",
+        keys="SELECT * FROM r",
+        fence=True,
         using="JOIN r ON r.id = old.id",
         sets=sets,
         detail=detail,

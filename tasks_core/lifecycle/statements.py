@@ -15,55 +15,69 @@ from typing import Any
 from sqlalchemy import Connection, Row, text
 
 from tasks_core.lifecycle.sql import (
+    IDS,
     TERMINAL,
+    as_ids,
+    by_key,
     events,
     fenced,
+    json_ids,
     json_rows,
+    locked,
     move,
     records,
     statement,
     timestamps,
 )
-from tasks_core.status import RULES, MoveKind, Status
-from tasks_core.storage.db import sql_list
+from tasks_core.status import MoveKind, Status
 from tasks_core.task import INSERT_COLUMNS, MAX_TREE_DEPTH, MUTABLE_FIELDS, TaskRecord
 
-_MARK_QUEUED = statement(
-    move(MoveKind.MARK_QUEUED, status="'queued'", where="t.id = ANY(CAST(:ids AS uuid[]))")
-)
+_MARK_QUEUED = statement(move(MoveKind.MARK_QUEUED, status="'queued'", keys=IDS), "ids")
 
 _CLAIM = statement(
     move(
         MoveKind.CLAIM,
         status="'running'",
-        where="t.id = ANY(CAST(:ids AS uuid[]))",
+        keys=IDS,
         sets=", attempt = t.attempt + 1, worker = :worker,"
         " lease_expires_at = now() + make_interval(secs => :lease)",
-    )
+    ),
+    "ids",
 )
 
-_RENEW_LEASE = text(
-    """
+# Not a move (the status stays): a run still current gets a later lease end.
+_RENEW_LEASE = statement(
+    f"""
+WITH current AS (
+    SELECT t.id FROM (
+        SELECT * FROM jsonb_to_recordset(:r) AS k(id uuid, attempt int) ORDER BY id
+    ) AS k
+    CROSS JOIN LATERAL (
+        SELECT t.id FROM tasks t
+        WHERE t.id = k.id AND t.attempt = k.attempt AND t.status = '{Status.RUNNING.value}'
+        FOR NO KEY UPDATE
+    ) AS t
+)
 UPDATE tasks t SET lease_expires_at = now() + make_interval(secs => :lease)
-FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS int[])) AS r(id, attempt)
-WHERE t.id = r.id AND t.attempt = r.attempt AND t.status = 'running'
+WHERE {by_key("current")}
 RETURNING t.id
-"""
+""",
+    "r",
 )
 
 # Runs whose lease ran out, held for a while by the sweeper that picked them
 # (a short lease of its own) so that other sweepers skip them meanwhile.
 _HOLD_EXPIRED = text(
-    """
+    f"""
 WITH picked AS (
     SELECT id FROM tasks
-    WHERE status = 'running' AND lease_expires_at < now()
+    WHERE status = '{Status.RUNNING.value}' AND lease_expires_at < now()
     ORDER BY lease_expires_at
     LIMIT :batch
     FOR NO KEY UPDATE SKIP LOCKED
 )
 UPDATE tasks t SET lease_expires_at = now() + make_interval(secs => :hold)
-FROM picked WHERE t.id = picked.id
+WHERE {by_key("picked")}
 RETURNING t.*
 """
 )
@@ -79,19 +93,14 @@ def _finish_sql(kind: MoveKind) -> str:
     )
 
 
-# An outcome fenced off is dropped; its task's log says so.
+# An outcome fenced off is dropped; its task's log says so (if the task is still there).
+_IGNORED_DETAIL = "jsonb_build_object('attempt', r.attempt, 'status', r.status)"
 _IGNORED = f""", ignored AS (
-    {
-    events(
-        "r",
-        type_="'result_ignored'",
-        detail="jsonb_build_object('attempt', r.attempt, 'status', r.status)",
-        where="WHERE r.id NOT IN (SELECT id FROM moved) "
-        "AND EXISTS (SELECT 1 FROM tasks x WHERE x.id = r.id)",
-    )
-}
+    {events("r", type_="'result_ignored'", detail=_IGNORED_DETAIL,
+            where="WHERE r.id NOT IN (SELECT id FROM moved) AND r.id = ANY(ARRAY("
+                  "SELECT t.id FROM tasks t WHERE " + by_key("r") + "))")}
 )
-SELECT * FROM moved"""
+SELECT * FROM moved"""  # fmt: skip
 
 
 def _with_ignored(sql: str) -> str:
@@ -128,6 +137,7 @@ _HAND_BACK = statement(
     move(
         MoveKind.HAND_BACK,
         status="'queued'",
+        keys=None,  # a worker node's runs: among the running ones
         where="starts_with(t.worker, :prefix)",
         sets=", lease_expires_at = NULL",
         detail="""'{"reason": "worker stopping"}'::jsonb""",
@@ -138,20 +148,38 @@ _QUEUE_TIMEOUT = statement(
     move(
         MoveKind.QUEUE_TIMEOUT,
         status="'failed'",
-        where="t.id = ANY(CAST(:ids AS uuid[])) AND t.queue_timeout_seconds IS NOT NULL"
+        keys=IDS,
+        where="t.queue_timeout_seconds IS NOT NULL"
         " AND t.created_at < now() - make_interval(secs => t.queue_timeout_seconds)",
         sets=", errors = :errors",
         detail="""'{"reason": "queue_timeout"}'::jsonb""",
         returning="t.id, t.parent_id, t.flow_step_id, t.status, t.errors",
     ),
+    "ids",
     "errors",
 )
 
+
+def _named_tasks(relation: str) -> str:
+    """The tasks of the ids in ``relation``, by key; a condition on them is
+    applied after the lookup (OFFSET 0 keeps it from reaching an index of its
+    own, such as organization and status)."""
+    return (
+        "SELECT t.id, t.parent_id, t.flow_step_id, t.organization_id FROM tasks t "
+        f"WHERE {by_key(relation)} OFFSET 0"
+    )
+
+
+# A subtree walked down from its roots, one index lookup of children per task
+# (OFFSET 0 keeps the lookup a lookup: it can not become a join over all
+# tasks); each task once, with a root it is under.
 _SUBTREE = f"""sub(id, root, depth, path) AS (
-    SELECT t.id, t.id, 1, ARRAY[t.id] FROM tasks t WHERE t.id = ANY(CAST(:ids AS uuid[])) {{org}}
+    SELECT t.id, t.id, 1, ARRAY[t.id] FROM ({_named_tasks("roots")}) AS t {{org}}
     UNION ALL
     SELECT c.id, sub.root, sub.depth + 1, sub.path || c.id
-    FROM sub JOIN tasks c ON c.parent_id = sub.id
+    FROM sub CROSS JOIN LATERAL (
+        SELECT c.id FROM tasks c WHERE c.parent_id = sub.id OFFSET 0
+    ) AS c
     WHERE sub.depth < {MAX_TREE_DEPTH} AND c.id <> ALL(sub.path)
 ), tree AS (SELECT DISTINCT ON (id) id, root FROM sub ORDER BY id, depth), """
 
@@ -160,8 +188,8 @@ def _cancel_sql(org: str) -> str:
     return move(
         MoveKind.CANCEL,
         status="'cancelled'",
-        inputs=_SUBTREE.format(org=org),
-        pick="JOIN tree ON tree.id = t.id",
+        inputs=f"roots AS ({IDS}), " + _SUBTREE.format(org=org),
+        keys="SELECT id, root FROM tree",
         using="JOIN tree ON tree.id = old.id",
         detail="jsonb_build_object('reason', 'cancel requested', 'root', tree.root)",
         returning="t.id, t.parent_id, t.flow_step_id, t.status, t.errors",
@@ -169,30 +197,28 @@ def _cancel_sql(org: str) -> str:
     )
 
 
-_CANCEL_IN_ORG = statement(_cancel_sql("AND t.organization_id = :org"))
-_CANCEL = statement(_cancel_sql(""))
+_CANCEL_IN_ORG = statement(_cancel_sql("WHERE t.organization_id = :org"), "ids")
+_CANCEL = statement(_cancel_sql(""), "ids")
 
 _WAITED_TOO_LONG = """'{"reason": "waited too long for a worker"}'::jsonb"""
 
-_REPUBLISH = text(
+# Not a status change for a task already queued: its clock is re-armed. The
+# rows are locked already, by the sweeper that picked them.
+_REPUBLISH = statement(
     f"""
-WITH moved AS (
-    UPDATE tasks SET updated_at = now(),
-        status = CASE WHEN status = 'created' THEN 'queued' ELSE status END
-    WHERE id = ANY(CAST(:ids AS uuid[])) AND status IN {sql_list(RULES[MoveKind.REPUBLISH].sources)}
-    RETURNING id, status
+WITH picked AS (
+    {locked(MoveKind.REPUBLISH, keys=IDS)}
+), moved AS (
+    UPDATE tasks t SET updated_at = now(),
+        status = CASE WHEN t.status = 'created' THEN 'queued' ELSE t.status END
+    WHERE {by_key("picked")}
+    RETURNING t.id, t.status
 ), ev AS (
-    {
-        events(
-            "moved",
-            type_="'republished'",
-            to_status="status",
-            detail=''''{"reason": "waited too long for a worker"}'::jsonb''',
-        )
-    }
+    {events("moved", type_="'republished'", to_status="status", detail=_WAITED_TOO_LONG)}
 )
 SELECT id FROM moved
-"""
+""",
+    "ids",
 )
 
 
@@ -218,6 +244,10 @@ def _new(column: str) -> str:
     return f"CASE WHEN '{column}' = ANY(r.fields) THEN r.{column} ELSE t.{column} END"
 
 
+# A PUT may keep the status, or move it from one of the sources of its target.
+_PUT_GUARD = "(k.status IS NULL OR t.status = k.status OR t.status = ANY(k.sources))"
+
+
 def _update_sql() -> str:
     columns = ", ".join(f"{name} {kind}" for name, kind in sorted(_FIELD_TYPES.items()))
     plain = [c for c in sorted(_FIELD_TYPES) if c not in ("started_at", "ended_at")]
@@ -231,15 +261,12 @@ WITH r AS (
     SELECT * FROM jsonb_to_recordset(:r) AS r(id uuid, fields text[], status text,
                                               sources text[], {columns})
 ), old AS (
-    SELECT t.id, t.status FROM tasks t JOIN r ON r.id = t.id
-    WHERE r.status IS NULL OR t.status = r.status OR t.status = ANY(r.sources)
-    ORDER BY t.id
-    FOR NO KEY UPDATE OF t
+    {locked(MoveKind.SET_STATUS, keys="SELECT * FROM r", where=_PUT_GUARD)}
 ), moved AS (
     UPDATE tasks t SET {sets}, status = {status},
         {stamps}
     FROM old JOIN r ON r.id = old.id
-    WHERE t.id = old.id
+    WHERE {by_key("old")} AND t.id = old.id
     RETURNING t.*, old.status AS from_status, r.fields AS changed
 ), logged AS (
     SELECT id, 1 AS ord, 'updated' AS type, NULL AS from_status, NULL AS to_status,
@@ -268,17 +295,20 @@ _UPDATE = statement(_update_sql(), "r")
 
 # --- Creating tasks -----------------------------------------------------------------------
 
-# Each distinct parent, its organization and how deep it is (walked up to the cap).
-_PARENTS = f"""up(start, id, parent_id, depth, path) AS (
-    SELECT p.id, p.id, p.parent_id, 1, ARRAY[p.id] FROM tasks p
-    WHERE p.id IN (SELECT parent_id FROM r)
+# Each distinct parent, its organization and how deep it is (walked up to the
+# cap, one primary-key lookup a level: OFFSET 0 keeps it a lookup).
+_PARENTS = f"""up(start, organization_id, id, parent_id, depth, path) AS (
+    SELECT p.id, p.organization_id, p.id, p.parent_id, 1, ARRAY[p.id] FROM tasks p
+    WHERE {by_key("r", alias="p", column="parent_id")}
     UNION ALL
-    SELECT up.start, t.id, t.parent_id, up.depth + 1, up.path || t.id
-    FROM up JOIN tasks t ON t.id = up.parent_id
+    SELECT up.start, up.organization_id, t.id, t.parent_id, up.depth + 1, up.path || t.id
+    FROM up CROSS JOIN LATERAL (
+        SELECT t.id, t.parent_id FROM tasks t WHERE t.id = up.parent_id OFFSET 0
+    ) AS t
     WHERE up.depth < {MAX_TREE_DEPTH} AND t.id <> ALL(up.path)
 ), parents AS (
-    SELECT p.id, p.organization_id, d.depth FROM tasks p
-    JOIN (SELECT start, max(depth) AS depth FROM up GROUP BY start) d ON d.start = p.id
+    SELECT start AS id, organization_id, max(depth) AS depth FROM up
+    GROUP BY start, organization_id
 ), ok AS (
     SELECT r.* FROM r WHERE r.parent_id IS NULL OR EXISTS (
         SELECT 1 FROM parents p WHERE p.id = r.parent_id
@@ -301,7 +331,7 @@ WITH RECURSIVE r AS (
 ), {ok}st AS (
     INSERT INTO states (id, organization_id, name)
     SELECT ok.state_id, ok.organization_id, 'task ' || ok.id FROM ok
-    WHERE ok.id = ANY(CAST(:stateful AS uuid[]))
+    WHERE ok.id = ANY({json_ids("stateful")})
 ), t AS (
     INSERT INTO tasks ({", ".join(INSERT_COLUMNS)}, created_at, updated_at)
     SELECT {", ".join(values[c] for c in INSERT_COLUMNS)}, now(), now()
@@ -322,8 +352,8 @@ SELECT * FROM t ORDER BY id
 """
 
 
-_CREATE = statement(_create_sql(with_parents=False), "rows")
-_CREATE_WITH_PARENTS = statement(_create_sql(with_parents=True), "rows")
+_CREATE = statement(_create_sql(with_parents=False), "rows", "stateful")
+_CREATE_WITH_PARENTS = statement(_create_sql(with_parents=True), "rows", "stateful")
 
 
 # --- Locks ---------------------------------------------------------------------------------
@@ -332,17 +362,20 @@ _CREATE_WITH_PARENTS = statement(_create_sql(with_parents=True), "rows")
 # every writer of a task tree locks in.
 _LOCK_CHAINS = f"""
 WITH RECURSIVE chain(id, parent_id, flow_step_id, depth, path) AS (
-    SELECT id, parent_id, flow_step_id, 1, ARRAY[id] FROM tasks
-    WHERE id = ANY(CAST(:ids AS uuid[])) {{org}}
+    SELECT t.id, t.parent_id, t.flow_step_id, 1, ARRAY[t.id]
+    FROM ({_named_tasks("(" + IDS + ") AS named")}) AS t {{org}}
     UNION ALL
     SELECT t.id, t.parent_id, t.flow_step_id, c.depth + 1, c.path || t.id
-    FROM chain c JOIN tasks t ON t.id = c.parent_id
-    WHERE c.flow_step_id IS NOT NULL AND c.depth < {MAX_TREE_DEPTH} AND t.id <> ALL(c.path)
+    FROM chain c CROSS JOIN LATERAL (
+        SELECT t.id, t.parent_id, t.flow_step_id FROM tasks t
+        WHERE t.id = c.parent_id AND c.flow_step_id IS NOT NULL OFFSET 0
+    ) AS t
+    WHERE c.depth < {MAX_TREE_DEPTH} AND t.id <> ALL(c.path)
 )
-SELECT t.id FROM tasks t WHERE t.id IN (SELECT id FROM chain) ORDER BY t.id FOR NO KEY UPDATE OF t
+SELECT t.id FROM tasks t WHERE {by_key("chain")} ORDER BY t.id FOR NO KEY UPDATE
 """
-_LOCK = text(_LOCK_CHAINS.format(org=""))
-_LOCK_IN_ORG = text(_LOCK_CHAINS.format(org="AND organization_id = :org"))
+_LOCK = statement(_LOCK_CHAINS.format(org=""), "ids")
+_LOCK_IN_ORG = statement(_LOCK_CHAINS.format(org="WHERE t.organization_id = :org"), "ids")
 
 
 # --- Running them ----------------------------------------------------------------------------
@@ -362,25 +395,25 @@ def create(
     its parent is ``trusted`` (a locked Flow spawning its steps)."""
     checked = not trusted and any(row.get("parent_id") is not None for row in rows)
     stmt = _CREATE_WITH_PARENTS if checked else _CREATE
-    values = {"rows": json_rows(rows), "stateful": list(stateful), "actor": actor}
+    values = {"rows": json_rows(rows), "stateful": as_ids(stateful), "actor": actor}
     return records(conn, stmt, values)
 
 
 def mark_queued(conn: Connection, ids: Sequence[uuid.UUID], *, actor: str) -> list[TaskRecord]:
     """`created` -> `queued` for published tasks."""
-    return records(conn, _MARK_QUEUED, {"ids": list(ids), "actor": actor})
+    return records(conn, _MARK_QUEUED, {"ids": as_ids(ids), "actor": actor})
 
 
 def republish(conn: Connection, ids: Sequence[uuid.UUID], *, actor: str) -> int:
     """Re-arm the clock of tasks published again (and mark `created` ones `queued`)."""
-    return len(conn.execute(_REPUBLISH, {"ids": list(ids), "actor": actor}).all())
+    return len(conn.execute(_REPUBLISH, {"ids": as_ids(ids), "actor": actor}).all())
 
 
 def claim(
     conn: Connection, ids: Sequence[uuid.UUID], *, worker: str, lease: float, actor: str
 ) -> list[TaskRecord]:
     """Waiting tasks -> `running` as a new attempt with a lease."""
-    values = {"ids": list(ids), "worker": worker, "lease": lease, "actor": actor}
+    values = {"ids": as_ids(ids), "worker": worker, "lease": lease, "actor": actor}
     return records(conn, _CLAIM, values)
 
 
@@ -388,11 +421,8 @@ def renew_leases(
     conn: Connection, attempts: Sequence[tuple[uuid.UUID, int]], *, lease: float
 ) -> set[uuid.UUID]:
     """Extend the leases of runs still current; the ids renewed."""
-    values = {
-        "ids": [task_id for task_id, _ in attempts],
-        "attempts": [number for _, number in attempts],
-        "lease": lease,
-    }
+    rows = [{"id": task_id, "attempt": number} for task_id, number in attempts]
+    values = {"r": json_rows(rows), "lease": lease}
     return {r.id for r in conn.execute(_RENEW_LEASE, values)}
 
 
@@ -431,7 +461,7 @@ def queue_timeout(
     conn: Connection, ids: Sequence[uuid.UUID], errors: list[dict[str, str]], *, actor: str
 ) -> list[Row[Any]]:
     """Waiting tasks past their queueTimeoutSeconds -> `failed` (slim rows)."""
-    values = {"ids": list(ids), "errors": errors, "actor": actor}
+    values = {"ids": as_ids(ids), "errors": errors, "actor": actor}
     return list(conn.execute(_QUEUE_TIMEOUT, values))
 
 
@@ -443,7 +473,7 @@ def cancel(
     organization_id: uuid.UUID | None = None,
 ) -> list[Row[Any]]:
     """Tasks and every non-terminal descendant -> `cancelled` (slim rows)."""
-    values: dict[str, Any] = {"ids": list(ids), "actor": actor}
+    values: dict[str, Any] = {"ids": as_ids(ids), "actor": actor}
     if organization_id is None:
         return list(conn.execute(_CANCEL, values))
     return list(conn.execute(_CANCEL_IN_ORG, {**values, "org": organization_id}))
@@ -463,6 +493,6 @@ def lock(
 ) -> set[uuid.UUID]:
     """Lock tasks and the Flows they are steps of, in id order; the ids locked."""
     if organization_id is None:
-        return {r.id for r in conn.execute(_LOCK, {"ids": list(ids)})}
-    values = {"ids": list(ids), "org": organization_id}
+        return {r.id for r in conn.execute(_LOCK, {"ids": as_ids(ids)})}
+    values = {"ids": as_ids(ids), "org": organization_id}
     return {r.id for r in conn.execute(_LOCK_IN_ORG, values)}

@@ -3,7 +3,8 @@
 Every write of a task (its status, fields, lease, events) belongs to the
 lifecycle engine (``tasks_core.lifecycle``); this module only reads. Walks
 up or down a tree stop at a task seen before (a cycle) and at
-``MAX_TREE_DEPTH`` levels.
+``MAX_TREE_DEPTH`` levels, and take one index lookup a level (``LATERAL ...
+OFFSET 0``), so that no plan turns them into a scan of every task.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
 
 from tasks_core.flow_definitions import FLOW_KIND
 from tasks_core.records import EventRecord
@@ -30,24 +32,25 @@ def get_task(conn: Connection, organization_id: uuid.UUID, task_id: uuid.UUID) -
     return TaskRecord.from_row(row) if row else None
 
 
+# The ids come as JSON: a prepared statement then keeps one plan (see lifecycle.sql.json_ids).
+_CHILDREN = text(
+    """
+SELECT c.* FROM jsonb_array_elements_text(:ids) AS p(id)
+CROSS JOIN LATERAL (
+    SELECT * FROM tasks WHERE parent_id = CAST(p.id AS uuid) ORDER BY id LIMIT :n
+) AS c
+"""
+).bindparams(bindparam("ids", type_=JSONB))
+
+
 def children_of(
     conn: Connection, parent_ids: Sequence[uuid.UUID], *, per_parent: int
 ) -> list[TaskRecord]:
     """The first ``per_parent`` children (oldest first) of each given task."""
     if not parent_ids:
         return []
-    rows = conn.execute(
-        text(
-            """
-SELECT c.* FROM unnest(CAST(:ids AS uuid[])) AS p(id)
-CROSS JOIN LATERAL (
-    SELECT * FROM tasks WHERE parent_id = p.id ORDER BY id LIMIT :n
-) AS c
-"""
-        ),
-        {"ids": list(parent_ids), "n": per_parent},
-    ).mappings()
-    return [TaskRecord.from_row(r) for r in rows]
+    values = {"ids": [str(i) for i in parent_ids], "n": per_parent}
+    return [TaskRecord.from_row(r) for r in conn.execute(_CHILDREN, values).mappings()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +68,9 @@ WITH RECURSIVE up(id, parent_id, kind, depth, path) AS (
     SELECT id, parent_id, kind, 1, ARRAY[id] FROM tasks WHERE id = :id
     UNION ALL
     SELECT t.id, t.parent_id, t.kind, up.depth + 1, up.path || t.id
-    FROM up JOIN tasks t ON t.id = up.parent_id
+    FROM up CROSS JOIN LATERAL (
+        SELECT t.id, t.parent_id, t.kind FROM tasks t WHERE t.id = up.parent_id OFFSET 0
+    ) AS t
     WHERE up.depth < {MAX_TREE_DEPTH} AND t.id <> ALL(up.path)
 )
 SELECT id, kind, depth FROM up
@@ -90,7 +95,9 @@ WITH RECURSIVE down(id, depth, path) AS (
     SELECT id, 1, ARRAY[id] FROM tasks WHERE id = :id
     UNION ALL
     SELECT c.id, down.depth + 1, down.path || c.id
-    FROM down JOIN tasks c ON c.parent_id = down.id
+    FROM down CROSS JOIN LATERAL (
+        SELECT c.id FROM tasks c WHERE c.parent_id = down.id OFFSET 0
+    ) AS c
     WHERE down.depth < {MAX_TREE_DEPTH} AND c.id <> ALL(down.path)
 )
 SELECT max(depth) FROM down

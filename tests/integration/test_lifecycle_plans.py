@@ -1,0 +1,163 @@
+"""Every statement of the lifecycle reaches tasks by key, whatever the statistics.
+
+psycopg prepares a statement it has run five times, and PostgreSQL may then
+run it with a generic plan, made without the parameters' values. A move that
+names its tasks by id must still find them through the primary key, never by
+scanning every waiting or running task (or the whole table): at a million
+tasks that would make each claim cost a scan. Checked on real PostgreSQL,
+with the statistics of a table just filled (not analyzed) and of an analyzed one.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+from sqlalchemy import Engine, TextClause, text
+
+from tasks_core.flow_definitions import Limits
+from tasks_core.lifecycle import flow_statements, statements
+from tasks_core.lifecycle.engine import apply
+from tasks_core.lifecycle.moves import Create
+from tasks_core.records import Caller
+from tasks_core.storage import tasks as task_reads
+from tasks_core.task import TaskSpec
+from tests.support.api import issue_key
+
+# Where picking by status is the point: the sweeper's expired runs, a worker
+# node's runs at hand-back, the waiting tasks to publish again.
+BY_STATUS = {
+    "_HOLD_EXPIRED": "ix_tasks_running_lease",
+    "_HAND_BACK": "ix_tasks_running_lease",
+    "_STALE": "ix_tasks_waiting_updated_at",
+}
+FULL_SCAN = re.compile(r"Seq Scan on (tasks|flow_steps|task_events)\b")
+STATUS_INDEX = re.compile(r"ix_tasks_(waiting_updated_at|running_lease|org_status_id|org_kind_id)")
+BIND = re.compile(r"(?<![:\w]):([a-z_]+)\b")
+
+
+def lifecycle_statements() -> dict[str, TextClause]:
+    found = {}
+    for module in (statements, flow_statements, task_reads):
+        for name, value in vars(module).items():
+            if isinstance(value, TextClause):
+                found[f"{module.__name__.rsplit('.', 1)[-1]}.{name}"] = value
+    return found
+
+
+def generic_plan(engine: Engine, clause: TextClause) -> str:
+    """The plan PostgreSQL makes without the parameters' values."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    sql = BIND.sub(number, clause.text)
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("EXPLAIN (GENERIC_PLAN) " + sql.replace("%", "%%"))
+        return "\n".join(r[0] for r in rows)
+
+
+@pytest.fixture
+def filled(engine: Engine) -> Engine:
+    """A table of 6,000 tasks in every status and 3,000 Flow steps."""
+    _, key_id, org_id = issue_key(engine, "acme")
+    caller = Caller(organization_id=uuid.UUID(org_id), key_id=uuid.UUID(key_id))
+    from tasks_core.usecases.create import new_task
+
+    with engine.begin() as conn:
+        news = tuple(
+            new_task(caller, TaskSpec(kind="default"), limits=Limits()) for _ in range(6000)
+        )
+        apply(conn, Create(news, actor="system:test"))
+        conn.execute(
+            text(
+                "UPDATE tasks SET status = (ARRAY['queued','running','completed','failed'])"
+                "[1 + (hashtext(id::text) & 3)] WHERE random() < 0.8"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO flow_steps (flow_id, step_id, spec, dependents, pending) "
+                "SELECT id, 's' || n, '{}'::jsonb, '{}', 0 FROM "
+                "(SELECT id FROM tasks LIMIT 1000) f, generate_series(1, 3) n"
+            )
+        )
+    return engine
+
+
+@pytest.mark.parametrize("statistics", ["just filled", "analyzed"])
+def test_every_statement_finds_tasks_by_key_in_its_generic_plan(
+    filled: Engine, statistics: str
+) -> None:
+    if statistics == "analyzed":
+        with filled.connect() as conn:
+            conn.execute(text("ANALYZE"))
+    wrong = {}
+    for name, clause in lifecycle_statements().items():
+        plan = generic_plan(filled, clause)
+        allowed = BY_STATUS.get(name.split(".")[-1])
+        bad = [
+            line.strip()
+            for line in plan.splitlines()
+            if FULL_SCAN.search(line) or (STATUS_INDEX.search(line) and allowed not in line)
+        ]
+        if bad:
+            wrong[name] = bad
+    assert wrong == {}
+
+
+def test_the_check_sees_a_statement_that_scans() -> None:
+    lines = ["->  Seq Scan on tasks t  (cost=0.00..261.03 rows=3003 width=54)"]
+    assert any(FULL_SCAN.search(line) for line in lines)
+    assert STATUS_INDEX.search("Bitmap Index Scan on ix_tasks_waiting_updated_at")
+
+
+def test_each_move_is_planned_once_per_connection(engine: Engine) -> None:
+    """A prepared statement whose every run looks cheaper to plan afresh (a
+    literal array of ids, say) is planned on every run: about as long as the
+    run itself. Run each move a dozen times on one connection; every
+    statement must then be running its cached generic plan."""
+    _, key_id, org_id = issue_key(engine, "acme")
+    caller = Caller(organization_id=uuid.UUID(org_id), key_id=uuid.UUID(key_id))
+    from tasks_core.lifecycle.moves import (
+        Attempt,
+        Cancel,
+        Claim,
+        Finish,
+        Finished,
+        MarkQueued,
+        Outcome,
+        Retried,
+        Retry,
+    )
+    from tasks_core.status import Status
+    from tasks_core.usecases.create import new_task
+
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        for _ in range(12):
+            spec = TaskSpec(kind="default", max_attempts=2)
+            news = (new_task(caller, spec, limits=Limits()),)
+            ids = tuple(apply(conn, Create(news, actor="a")).tasks)
+            apply(conn, MarkQueued(ids, actor="a"))
+            run = apply(conn, Claim(ids, worker="w:1", lease_seconds=30)).tasks[ids[0]]
+            statements.renew_leases(conn, [(run.id, run.attempt)], lease=30)
+            failed = Outcome(Status.FAILED, errors=[{"code": "x", "message": "y"}])
+            apply(conn, Retry((Retried(Attempt.of(run), failed, 0),), actor="a"))
+            run = apply(conn, Claim(ids, worker="w:1", lease_seconds=30)).tasks[ids[0]]
+            apply(conn, Finish((Finished(Attempt.of(run), Outcome(Status.COMPLETED)),), actor="a"))
+            apply(conn, Cancel(caller.organization_id, ids, actor="a"))
+        prepared = conn.execute(
+            text("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")
+        ).all()
+    planned_each_time = [
+        row.statement.strip().splitlines()[0:3]
+        for row in prepared
+        if row.custom_plans >= 5 and row.generic_plans == 0
+    ]
+    assert len(prepared) >= 6, prepared
+    assert planned_each_time == []
