@@ -24,7 +24,7 @@ from typing import Any
 from tasks_core.errors import ValidationFailed
 from tasks_core.flow_definitions import Limits, Step, parse_flow
 from tasks_core.status import Status
-from tasks_core.storage.tasks import ancestry
+from tasks_core.storage.tasks import Ancestry, ancestry
 from tasks_core.store import Store
 from tasks_core.task import MAX_TREE_DEPTH, TaskRecord
 from tasks_core.worker_protocol import Outcome, finish_task, start_flow_run
@@ -55,8 +55,7 @@ def definition(store: Store, task: TaskRecord) -> list[Step]:
     limits = Limits(
         max_steps=store.settings.flow_max_steps, max_depth=store.settings.flow_max_depth
     )
-    with store.statement() as conn:
-        place = ancestry(conn, task.id)
+    place = _place(store, task)
     if place.depth >= MAX_TREE_DEPTH:
         raise ValidationFailed(
             f"the Flow is {place.depth} levels deep in its task tree; its steps would pass "
@@ -87,3 +86,11 @@ def _built(task: TaskRecord, store: Store) -> tuple[Any, Any]:
     if isinstance(built, dict):
         return built.get("steps"), built.get("mode")
     return built, task.params.get("mode")
+
+
+def _place(store: Store, task: TaskRecord) -> Ancestry:
+    """Where the Flow stands in its tree; a root Flow needs no query."""
+    if task.parent_id is None:
+        return Ancestry(depth=1, flows=0, ancestors=frozenset())
+    with store.statement() as conn:
+        return ancestry(conn, task.id)

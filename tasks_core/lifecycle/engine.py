@@ -125,7 +125,7 @@ def apply(conn: Connection, move: Move, *, locked: Locked | None = None) -> Appl
         case EndFlow():
             _lock(conn, held, [e.flow_id for e in move.ends])
             ended = flow_engine.end_flows(conn, move)
-            return _named(ended, publish=_ended(conn, ended, actor=move.actor).publish)
+            return _named(ended, publish=_ended(conn, ended, actor=move.actor))
         case Cancel():
             return _cancel(conn, move, held)
         case Update():
@@ -151,7 +151,7 @@ def _create(conn: Connection, move: Create) -> Applied:
     return _named(created, publish=[Publish(t) for t in created if t.status is Status.CREATED])
 
 
-def _ended(conn: Connection, ended: Sequence[Ended], *, actor: str) -> flow_engine.FanIn:
+def _ended(conn: Connection, ended: Sequence[Ended], *, actor: str) -> list[Publish]:
     """Fan in for tasks a move ended, but not for those whose parent ended in
     the same move (a cancelled subtree: its Flows end with it)."""
     moved = {e.id for e in ended}
@@ -176,8 +176,7 @@ def _finish(conn: Connection, move: Finish, held: Locked) -> Applied:
         for r in move.results
     ]
     finished = statements.finish(conn, rows, actor=move.actor)
-    fan = _ended(conn, finished, actor=move.actor)
-    return _named(finished, publish=fan.publish)
+    return _named(finished, publish=_ended(conn, finished, actor=move.actor))
 
 
 def _retry(conn: Connection, move: Retry) -> Applied:
@@ -226,8 +225,8 @@ def _recover(conn: Connection, move: RecoverLease, held: Locked) -> Applied:
             for e in lost
         ]
         failed = statements.finish(conn, rows, actor=move.actor, lost=True)
-    fan = _ended(conn, failed, actor=move.actor)
-    return _named([*requeued, *failed], publish=[*(Publish(t) for t in requeued), *fan.publish])
+    spawned = _ended(conn, failed, actor=move.actor)
+    return _named([*requeued, *failed], publish=[*(Publish(t) for t in requeued), *spawned])
 
 
 def _queue_timeout(conn: Connection, move: QueueTimeout, held: Locked) -> Applied:
@@ -236,8 +235,7 @@ def _queue_timeout(conn: Connection, move: QueueTimeout, held: Locked) -> Applie
         {"code": QUEUE_TIMEOUT, "message": "no worker took the task within its queueTimeoutSeconds"}
     ]
     failed = statements.queue_timeout(conn, move.task_ids, errors, actor=move.actor)
-    fan = _ended(conn, failed, actor=move.actor)
-    return Applied(publish=tuple(fan.publish), moved=len(failed))
+    return Applied(publish=tuple(_ended(conn, failed, actor=move.actor)), moved=len(failed))
 
 
 def _start_flows(conn: Connection, move: StartFlow, held: Locked) -> Applied:
@@ -256,8 +254,8 @@ def _start_flows(conn: Connection, move: StartFlow, held: Locked) -> Applied:
         publish += _spawn_first_steps(conn, waiting, with_steps, actor=move.actor)
     empty = [s.attempt for s in move.starts if not s.steps]
     done = flow_statements.complete_empty_flows(conn, empty, actor=move.actor) if empty else []
-    fan = _ended(conn, done, actor=move.actor)
-    return _named([*waiting, *done], publish=[*publish, *fan.publish])
+    publish += _ended(conn, done, actor=move.actor)
+    return _named([*waiting, *done], publish=publish)
 
 
 def _spawn_first_steps(
@@ -293,8 +291,7 @@ def _cancel(conn: Connection, move: Cancel, held: Locked) -> Applied:
     cancelled = statements.cancel(
         conn, move.task_ids, actor=move.actor, organization_id=move.organization_id
     )
-    fan = _ended(conn, cancelled, actor=move.actor)
-    return Applied(publish=tuple(fan.publish), moved=len(cancelled))
+    return Applied(publish=tuple(_ended(conn, cancelled, actor=move.actor)), moved=len(cancelled))
 
 
 def _update(conn: Connection, move: Update, held: Locked) -> Applied:
@@ -316,5 +313,4 @@ def _update(conn: Connection, move: Update, held: Locked) -> Applied:
     if len(changed) != len(move.changes):
         raise InvalidTransition("a task changed status while it was being updated; retry")
     ended = [task for task, before in changed if task.status is not before]
-    fan = _ended(conn, ended, actor=move.actor)
-    return _named([task for task, _ in changed], publish=fan.publish)
+    return _named([task for task, _ in changed], publish=_ended(conn, ended, actor=move.actor))

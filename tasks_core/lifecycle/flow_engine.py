@@ -177,18 +177,11 @@ def _count_down(
         result.complete.append(flow.id)
 
 
-@dataclass
-class FanIn:
-    """What fan-in did: tasks to publish after commit, Flows it ended."""
-
-    publish: list[Publish] = field(default_factory=list)
-    ended: list[TaskRecord] = field(default_factory=list)
-
-
-def fan_in(conn: Connection, ended: Iterable[Ended], *, actor: str) -> FanIn:
+def fan_in(conn: Connection, ended: Iterable[Ended], *, actor: str) -> list[Publish]:
     """Account for tasks that just ended; those that are steps of a waiting
-    Flow count down, spawn and end it, level after level up the Flow chain."""
-    result = FanIn()
+    Flow count down, spawn and end it, level after level up the Flow chain.
+    Returns the steps spawned, to publish after commit."""
+    publish: list[Publish] = []
     level = [e for e in ended if e.flow_step_id is not None and e.parent_id is not None]
     while level:
         ends = _step_ends(conn, level)
@@ -198,11 +191,10 @@ def fan_in(conn: Connection, ended: Iterable[Ended], *, actor: str) -> FanIn:
         _write_counts(conn, decided, actor=actor)
         if decided.ready:
             ready = {f: (decided.flows[f], steps) for f, steps in decided.ready.items()}
-            result.publish += spawn(conn, ready, actor=actor)
+            publish += spawn(conn, ready, actor=actor)
         flows = _end_flows(conn, decided, actor=actor)
-        result.ended += flows
         level = [f for f in flows if f.flow_step_id is not None and f.parent_id is not None]
-    return result
+    return publish
 
 
 def _step_ends(conn: Connection, level: Sequence[Ended]) -> list[StepEnd]:

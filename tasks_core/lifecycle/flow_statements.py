@@ -14,18 +14,16 @@ from sqlalchemy import Connection, Row
 
 from tasks_core.lifecycle.moves import Attempt, EndFlow
 from tasks_core.lifecycle.sql import (
-    as_ids,
     by_key,
     events,
     fenced,
-    json_ids,
     json_rows,
     move,
     records,
     recordset,
-    statement,
 )
 from tasks_core.status import MoveKind, Status
+from tasks_core.storage.db import as_ids, json_ids, statement
 from tasks_core.task import TaskRecord
 
 _START_FLOW = statement(

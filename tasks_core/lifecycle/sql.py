@@ -17,14 +17,12 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, TextClause, bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Connection, TextClause
 
 from tasks_core.status import RULES, TERMINAL_STATUSES, MoveKind, Status
-from tasks_core.storage.db import sql_list
+from tasks_core.storage.db import json_ids, sql_list
 from tasks_core.task import TaskRecord
 
-JSON = JSONB(none_as_null=True)
 TERMINAL = sql_list(TERMINAL_STATUSES)
 
 
@@ -37,19 +35,9 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-def as_ids(ids: Iterable[uuid.UUID]) -> list[str]:
-    """Ids for a JSON array parameter (see :func:`json_ids`)."""
-    return [str(i) for i in ids]
-
-
 def json_rows(values: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Rows for a recordset, their values as JSON."""
     return [{k: json_ready(v) for k, v in row.items()} for row in values]
-
-
-def statement(sql: str, *json_params: str) -> TextClause:
-    """A statement whose ``json_params`` are bound as JSONB."""
-    return text(sql).bindparams(*(bindparam(name, type_=JSON) for name in json_params))
 
 
 # --- The one shape of an event row -------------------------------------------------------
@@ -177,13 +165,6 @@ WITH {"RECURSIVE " if recursive else ""}{inputs}old AS (
 )
 SELECT * FROM moved
 """
-
-
-def json_ids(param: str, sql_type: str = "uuid") -> str:
-    """An array parameter, sent as JSON. PostgreSQL estimates a JSON array
-    the same whatever its value, so a prepared statement settles on one plan;
-    with a literal array each run would be planned again for its length."""
-    return f"ARRAY(SELECT CAST(j AS {sql_type}) FROM jsonb_array_elements_text(:{param}) AS j)"
 
 
 # The ids a move names, from its :ids parameter (a JSON array).

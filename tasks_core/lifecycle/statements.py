@@ -17,19 +17,17 @@ from sqlalchemy import Connection, Row, text
 from tasks_core.lifecycle.sql import (
     IDS,
     TERMINAL,
-    as_ids,
     by_key,
     events,
     fenced,
-    json_ids,
     json_rows,
     locked,
     move,
     records,
-    statement,
     timestamps,
 )
 from tasks_core.status import MoveKind, Status
+from tasks_core.storage.db import as_ids, json_ids, statement
 from tasks_core.task import INSERT_COLUMNS, MAX_TREE_DEPTH, MUTABLE_FIELDS, TaskRecord
 
 _MARK_QUEUED = statement(move(MoveKind.MARK_QUEUED, status="'queued'", keys=IDS), "ids")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Connection, Engine, TextClause, bindparam, create_engine, text
+from sqlalchemy.dialects.postgresql import JSONB
 
 from tasks_core.settings import Settings, get_settings
 from tasks_core.status import Status
@@ -52,3 +54,24 @@ def sql_list(statuses: Iterable[Status]) -> str:
     """Statuses as an SQL list, ``('created', 'queued')``, for guards taken from
     the table of moves."""
     return "(" + ", ".join(f"'{s.value}'" for s in sorted(statuses)) + ")"
+
+
+# JSON parameters: rows of a move, and id lists (see json_ids).
+JSON = JSONB(none_as_null=True)
+
+
+def statement(sql: str, *json_params: str) -> TextClause:
+    """A statement whose ``json_params`` are bound as JSONB."""
+    return text(sql).bindparams(*(bindparam(name, type_=JSON) for name in json_params))
+
+
+def json_ids(param: str, sql_type: str = "uuid") -> str:
+    """An array parameter, sent as JSON. PostgreSQL estimates a JSON array
+    the same whatever its value, so a prepared statement settles on one plan;
+    with a literal array each run would be planned again for its length."""
+    return f"ARRAY(SELECT CAST(j AS {sql_type}) FROM jsonb_array_elements_text(:{param}) AS j)"
+
+
+def as_ids(ids: Iterable[uuid.UUID]) -> list[str]:
+    """Ids for a JSON array parameter (see :func:`json_ids`)."""
+    return [str(i) for i in ids]

@@ -14,13 +14,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Connection, text
 
 from tasks_core.flow_definitions import FLOW_KIND
 from tasks_core.records import EventRecord
 from tasks_core.status import RULES, MoveKind
-from tasks_core.storage.db import sql_list
+from tasks_core.storage.db import as_ids, json_ids, sql_list, statement
 from tasks_core.task import MAX_TREE_DEPTH, TaskRecord
 
 _GET = text("SELECT * FROM tasks WHERE id = :id AND organization_id = :org")
@@ -32,15 +31,15 @@ def get_task(conn: Connection, organization_id: uuid.UUID, task_id: uuid.UUID) -
     return TaskRecord.from_row(row) if row else None
 
 
-# The ids come as JSON: a prepared statement then keeps one plan (see lifecycle.sql.json_ids).
-_CHILDREN = text(
-    """
-SELECT c.* FROM jsonb_array_elements_text(:ids) AS p(id)
+_CHILDREN = statement(
+    f"""
+SELECT c.* FROM unnest({json_ids("ids")}) AS p(id)
 CROSS JOIN LATERAL (
-    SELECT * FROM tasks WHERE parent_id = CAST(p.id AS uuid) ORDER BY id LIMIT :n
+    SELECT * FROM tasks WHERE parent_id = p.id ORDER BY id LIMIT :n
 ) AS c
-"""
-).bindparams(bindparam("ids", type_=JSONB))
+""",
+    "ids",
+)
 
 
 def children_of(
@@ -49,7 +48,7 @@ def children_of(
     """The first ``per_parent`` children (oldest first) of each given task."""
     if not parent_ids:
         return []
-    values = {"ids": [str(i) for i in parent_ids], "n": per_parent}
+    values = {"ids": as_ids(parent_ids), "n": per_parent}
     return [TaskRecord.from_row(r) for r in conn.execute(_CHILDREN, values).mappings()]
 
 
