@@ -291,6 +291,7 @@ def _publish_within(
         if room[message.queue] <= 0:
             deferred.append(task.id)
             continue
+        room[message.queue] -= 1  # a refused message takes its task's room too
         try:
             store.publisher.publish(message)
         except Exception as exc:
@@ -299,7 +300,6 @@ def _publish_within(
                 break
             failed.append((Seen.of(task), exc))
             continue
-        room[message.queue] -= 1
         published.append(task.id)
     return published, deferred, failed
 
@@ -348,13 +348,14 @@ def forget_idempotency_keys(store: Store) -> Tally:
         return Counter({FORGOTTEN_KEYS: forget_expired(conn, batch=store.settings.sweep_batch)})
 
 
-# Timeouts first (a task past its queue timeout is not published again), then
-# lost runs, then republishes.
+# Each runs on its own, whatever the others do. Timeouts come before
+# republishes (a task past its queue timeout is not published again), lost
+# runs before them too (a new attempt is published by its move).
 KINDS: tuple[tuple[str, Callable[[Store], Tally]], ...] = (
+    ("forget_idempotency_keys", forget_idempotency_keys),
     ("queue_timeout", fail_queue_timeouts),
     ("recover_lease", recover_expired_leases),
     ("republish", republish_stale),
-    ("forget_idempotency_keys", forget_idempotency_keys),
 )
 
 
