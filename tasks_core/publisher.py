@@ -27,6 +27,9 @@ RUN_TASK = "tasks_core.run"
 # from tenants' executorIds, so nothing may be kept for every name ever seen.
 QUEUE_CACHE_SIZE = 1024
 
+# A key the broker keeps while it keeps its data: gone, it lost its messages.
+MEMORY_KEY = "tasks_core.broker_memory"
+
 
 @dataclass(frozen=True, slots=True)
 class TaskMessage:
@@ -51,6 +54,10 @@ class Publisher(Protocol):
     def depths(self, queues: Iterable[str]) -> dict[str, int]:
         """How many messages wait on each queue; raise when the broker is down."""
 
+    def forgot(self) -> bool:
+        """Whether the broker lost its data since this was last asked (a Redis
+        restarted without persistence); raise when the broker is down."""
+
 
 @dataclass
 class MemoryPublisher:
@@ -72,6 +79,9 @@ class MemoryPublisher:
             raise ConnectionError("broker unavailable (MemoryPublisher.fail)")
         held = Counter(m.queue for m in self.messages)
         return {q: held[q] for q in queues}
+
+    def forgot(self) -> bool:
+        return False
 
 
 def broker_app(redis_url: str) -> Celery:
@@ -142,6 +152,10 @@ class CeleryPublisher:
             for name in names:
                 pipe.llen(name)
             return dict(zip(names, (int(n) for n in pipe.execute()), strict=True))
+
+    def forgot(self) -> bool:
+        # Set only when missing: True the first time, and after a data loss.
+        return bool(self._probe.set(MEMORY_KEY, "1", nx=True))
 
     def ping(self) -> bool:
         try:

@@ -42,7 +42,12 @@ from typing import TypeVar
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from tasks_core.lifecycle.engine import apply, count_recovery_failures, hold_expired_runs
+from tasks_core.lifecycle.engine import (
+    apply,
+    count_recovery_failures,
+    hold_expired_runs,
+    restart_backoffs,
+)
 from tasks_core.lifecycle.moves import (
     Expired,
     FailRecovery,
@@ -75,6 +80,7 @@ LOST = "lost"
 QUEUE_TIMED_OUT = "queue_timeout"
 RECOVERY_FAILED = "recovery_failed"
 FORGOTTEN_KEYS = "idempotency_keys_forgotten"
+BACKOFFS_RESTARTED = "republish_backoffs_restarted"  # the broker lost its data
 
 Tally = Counter[str]
 
@@ -250,9 +256,30 @@ def republish_stale(store: Store) -> Tally:
         failures += [(Seen.of(by_id[i]), exc) for (i, _), exc in each_alone(items, rearm)]
         return tally, failures
 
+    restarted = _restart_if_broker_forgot(store)
     tally, failures = store.atomic(work)
     tally.update(skip_failed(store, "republish", failures))
+    if restarted:
+        tally[BACKOFFS_RESTARTED] += restarted
     return tally
+
+
+def _restart_if_broker_forgot(store: Store) -> int:
+    """A broker that lost its data (Redis restarted without persistence) lost
+    every message: no waiting task then waits for its backoff (the room of
+    each queue still keeps its list from getting copies)."""
+    try:
+        forgot = store.publisher.forgot()
+    except Exception:  # the broker is down; republishing waits anyway
+        log.debug("sweep: the broker can not be reached", exc_info=True)
+        return 0
+    if not forgot:
+        return 0
+    with store.statement() as conn:
+        restarted = restart_backoffs(conn)
+    if restarted:
+        log.warning("sweep: the broker lost its data; %d tasks may be published again", restarted)
+    return restarted
 
 
 def _room(store: Store, conn: Connection, stale: Sequence[TaskRecord]) -> dict[str, int] | None:

@@ -89,6 +89,12 @@ def count_recovery_failures(
     return statements.count_recovery_failures(conn, errors, action=action, actor=actor)
 
 
+def restart_backoffs(conn: Connection) -> int:
+    """The broker lost its messages: every waiting task may be published again
+    now, whatever its backoff (not a move: no status changes)."""
+    return statements.restart_backoffs(conn)
+
+
 def needs_transaction(move: Move) -> bool:
     """Whether the move takes more than one statement (and so a transaction)."""
     match move:

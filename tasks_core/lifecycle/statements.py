@@ -28,8 +28,8 @@ from tasks_core.lifecycle.sql import (
     recordset,
     timestamps,
 )
-from tasks_core.status import MoveKind, Status
-from tasks_core.storage.db import as_ids, json_ids, statement
+from tasks_core.status import RULES, MoveKind, Status
+from tasks_core.storage.db import as_ids, json_ids, sql_list, statement
 from tasks_core.task import INSERT_COLUMNS, MAX_TREE_DEPTH, MUTABLE_FIELDS, TaskRecord
 
 _MARK_QUEUED = statement(move(MoveKind.MARK_QUEUED, status="'queued'", keys=IDS), "ids")
@@ -247,6 +247,15 @@ _CANCEL_IN_ORG = statement(_cancel_sql("WHERE t.organization_id = :org"), "ids")
 _CANCEL = statement(_cancel_sql(""), "ids")
 
 _WAITED_TOO_LONG = """'{"reason": "waited too long for a worker"}'::jsonb"""
+
+# Not a move: the broker lost its data, so a message of every waiting task
+# may be gone, and none waits for its backoff.
+_RESTART_BACKOFFS = text(
+    f"""
+UPDATE tasks SET republish_at = now()
+WHERE status IN {sql_list(RULES[MoveKind.REPUBLISH].sources)} AND republish_at > now()
+"""
+)
 
 # The wait before a task's next republish: REPUBLISH_AFTER_SECONDS, doubled
 # for each republish of this wait, up to REPUBLISH_MAX_SECONDS.
@@ -481,6 +490,12 @@ def republish(
     rows += [{"id": i, "published": False} for i in deferred]
     values = {"r": json_rows(rows), "after": after, "max": most, "actor": actor}
     return len(conn.execute(_REPUBLISH, values).all())
+
+
+def restart_backoffs(conn: Connection) -> int:
+    """Every waiting task backing off may be published again now (the broker
+    lost its messages); how many."""
+    return int(conn.execute(_RESTART_BACKOFFS).rowcount)
 
 
 def count_recovery_failures(

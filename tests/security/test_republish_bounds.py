@@ -206,3 +206,32 @@ def test_the_publisher_keeps_nothing_per_queue_name(
     finally:
         publisher.close()
     report(f"\npublisher queues: names={names} kept={QUEUE_CACHE_SIZE} declared=0")
+
+
+def test_a_broker_that_lost_its_data_gets_every_waiting_task_again_at_once(
+    engine: Engine, caller: Caller, sweeper: Store, broker: redis.Redis
+) -> None:
+    """The backoff never delays recovery from a Redis restarted empty: the
+    sweeper notices the loss and publishes every waiting task again, however
+    long its backoff, and once only."""
+    tasks = 50
+    ids = waiting_unpublished(engine, caller, tasks, executor_id="far")
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE tasks SET updated_at = now() - interval '1 minute' WHERE id = ANY(:i)"),
+            {"i": ids},
+        )
+    assert sweep_once(sweeper).republished == tasks
+    with engine.begin() as conn:  # long into their backoff
+        conn.execute(
+            text("UPDATE tasks SET republish_at = now() + interval '1 hour' WHERE id = ANY(:i)"),
+            {"i": ids},
+        )
+    assert sweep_once(sweeper).republished == 0
+    broker.flushall()  # Redis restarted without persistence
+
+    again = sweep_once(sweeper)
+
+    assert again.republished == tasks and again["republish_backoffs_restarted"] == tasks
+    assert broker.llen("tasks.default@far") == tasks
+    assert sweep_once(sweeper).republished == 0
