@@ -46,6 +46,7 @@ from tasks_core.lifecycle.engine import (
     apply,
     count_recovery_failures,
     hold_expired_runs,
+    hold_runs,
     restart_backoffs,
 )
 from tasks_core.lifecycle.moves import (
@@ -60,7 +61,13 @@ from tasks_core.lifecycle.publishing import execute, message_for
 from tasks_core.queues import queue_name
 from tasks_core.status import Status
 from tasks_core.storage.idempotency import forget_expired
-from tasks_core.storage.tasks import Queue, due_queue_timeouts, lock_stale, waiting_on
+from tasks_core.storage.tasks import (
+    Queue,
+    due_queue_timeouts,
+    expired_runs,
+    lock_stale,
+    waiting_on,
+)
 from tasks_core.store import Store, is_unavailable
 from tasks_core.task import TaskRecord
 
@@ -336,11 +343,7 @@ def recover_expired_leases(store: Store) -> Tally:
     ``worker_lost`` when attempts are spent (``requeued``, ``lost``). Each
     recovery is fenced on the lease the sweeper saw, so a run its worker
     renewed meanwhile goes on."""
-    settings = store.settings
-    with store.statement() as conn:
-        held = hold_expired_runs(
-            conn, batch=settings.sweep_batch, hold_seconds=settings.lease_seconds
-        )
+    held, unheld = _hold(store)
     tally: Tally = Counter()
 
     def recover(part: Sequence[TaskRecord]) -> None:
@@ -351,8 +354,33 @@ def recover_expired_leases(store: Store) -> Tally:
         tally[LOST] += len(recovered) - requeued
 
     failures = [(Seen.of(run), exc) for run, exc in each_alone(held, recover)]
-    tally.update(skip_failed(store, "recover_lease", failures))
+    tally.update(skip_failed(store, "recover_lease", [*unheld, *failures]))
     return tally
+
+
+def _hold(store: Store) -> tuple[list[TaskRecord], list[tuple[Seen, Exception]]]:
+    """Pick and hold expired runs in one statement; if that fails, hold them
+    in halves, so that a run whose row can not be written holds up no other.
+    The runs held, and those that could not be."""
+    settings = store.settings
+    try:
+        with store.statement() as conn:
+            return hold_expired_runs(
+                conn, batch=settings.sweep_batch, hold_seconds=settings.lease_seconds
+            ), []
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise
+        log.warning("sweep: holding expired runs failed (%s); one by one", _describe(exc))
+    with store.statement() as conn:
+        expired = expired_runs(conn, batch=settings.sweep_batch)
+    held: list[TaskRecord] = []
+
+    def hold(part: Sequence[uuid.UUID]) -> None:
+        with store.statement() as conn:
+            held.extend(hold_runs(conn, part, hold_seconds=settings.lease_seconds))
+
+    return held, [(Seen(task_id), exc) for task_id, exc in each_alone(expired, hold)]
 
 
 def fail_queue_timeouts(store: Store) -> Tally:

@@ -89,6 +89,13 @@ def count_recovery_failures(
     return statements.count_recovery_failures(conn, errors, action=action, actor=actor)
 
 
+def hold_runs(
+    conn: Connection, task_ids: Sequence[uuid.UUID], *, hold_seconds: float
+) -> list[TaskRecord]:
+    """Like :func:`hold_expired_runs`, for named runs (those still expired)."""
+    return statements.hold_named(conn, task_ids, hold=hold_seconds)
+
+
 def restart_backoffs(conn: Connection) -> int:
     """The broker lost its messages: every waiting task may be published again
     now, whatever its backoff (not a move: no status changes)."""

@@ -83,6 +83,24 @@ RETURNING t.*
 )
 
 
+# The same for named runs (still expired, and not held by another sweeper).
+_HOLD_NAMED = statement(
+    f"""
+WITH picked AS (
+    SELECT t.id FROM ({IDS} ORDER BY id) AS k CROSS JOIN LATERAL (
+        SELECT t.id FROM tasks t
+        WHERE t.id = k.id AND t.status = '{Status.RUNNING.value}' AND t.lease_expires_at < now()
+        FOR NO KEY UPDATE SKIP LOCKED
+    ) AS t
+)
+UPDATE tasks t SET lease_expires_at = now() + make_interval(secs => :hold)
+WHERE {by_key("picked")}
+RETURNING t.*
+""",
+    "ids",
+)
+
+
 def _finish_sql(kind: MoveKind, *, lease: bool = False) -> str:
     """Outcomes fenced by attempt; ``lease``: also by the lease the sweeper saw."""
     return fenced(
@@ -537,6 +555,11 @@ def renew_leases(
 def hold_expired(conn: Connection, *, batch: int, hold: float) -> list[TaskRecord]:
     """Pick runs whose lease expired and hold them for ``hold`` seconds."""
     return records(conn, _HOLD_EXPIRED, {"batch": batch, "hold": hold})
+
+
+def hold_named(conn: Connection, ids: Sequence[uuid.UUID], *, hold: float) -> list[TaskRecord]:
+    """Hold the named runs whose lease expired for ``hold`` seconds."""
+    return records(conn, _HOLD_NAMED, {"ids": as_ids(ids), "hold": hold})
 
 
 def finish(

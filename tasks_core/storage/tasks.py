@@ -18,7 +18,7 @@ from sqlalchemy import Connection, text
 
 from tasks_core.flow_definitions import FLOW_KIND
 from tasks_core.records import EventRecord
-from tasks_core.status import RULES, MoveKind
+from tasks_core.status import RULES, MoveKind, Status
 from tasks_core.storage.db import as_ids, json_ids, sql_list, statement
 from tasks_core.task import MAX_TREE_DEPTH, TaskRecord
 
@@ -228,6 +228,19 @@ def waiting_on(conn: Connection, caps: Mapping[Queue, int]) -> dict[Queue, int]:
     rows = [{"kind": k, "executor_id": e, "cap": cap} for (k, e), cap in caps.items()]
     result = conn.execute(_WAITING_ON, {"q": rows})
     return {(r.kind, r.executor_id): int(r.n) for r in result}
+
+
+_EXPIRED = text(
+    f"""
+SELECT id FROM tasks WHERE status = '{Status.RUNNING.value}' AND lease_expires_at < now()
+ORDER BY lease_expires_at LIMIT :batch
+"""
+)
+
+
+def expired_runs(conn: Connection, *, batch: int) -> list[uuid.UUID]:
+    """Runs whose lease expired, oldest first (not locked: read to be held one by one)."""
+    return [r.id for r in conn.execute(_EXPIRED, {"batch": batch})]
 
 
 _TIMING_OUT = sql_list(RULES[MoveKind.QUEUE_TIMEOUT].sources)

@@ -190,7 +190,7 @@ def test_a_poisoned_sweep_recovers_every_other_task_and_gives_up_on_the_poisoned
 
 POISON = (
     "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ "
-    "BEGIN RAISE EXCEPTION 'task % is poisoned', NEW.task_id; END $$",
+    "BEGIN RAISE EXCEPTION 'task % is poisoned', NEW; END $$",
     # The new attempt of that task alone can not be logged, so not made.
     "CREATE TRIGGER poison BEFORE INSERT ON task_events FOR EACH ROW "
     "WHEN (NEW.task_id = '{task}' AND NEW.type = 'status' AND NEW.to_status = 'queued') "
@@ -238,6 +238,34 @@ def test_a_run_whose_recovery_the_database_refuses_is_skipped_then_fails_its_flo
     assert now[flow.id].errors[0]["code"] == "step_failed"
     assert "recovery_failed" in now[flow.id].errors[0]["message"]
     assert all(now[i].status is Status.QUEUED and now[i].attempt == 1 for i in others)
+
+
+def test_a_run_whose_row_refuses_every_write_holds_up_no_other_lost_run(
+    engine: Engine, sweeper: Store
+) -> None:
+    """The sweeper can not even take hold of one expired run (a trigger
+    refuses every update of its row): the other lost runs get their new
+    attempt all the same, pass after pass."""
+    caller = caller_of(engine, "acme")
+    runs = [create_task(sweeper, caller, TaskSpec(kind="default", max_attempts=3)).id
+            for _ in range(6)]  # fmt: skip
+    for task_id in runs:
+        assert claim_task(sweeper, task_id, worker=WORKER) is not None
+    expire_leases(sweeper, runs)
+    stuck, others = runs[0], runs[1:]
+    with sweeper.statement() as conn:
+        conn.exec_driver_sql(POISON[0].replace("%", "%%"))
+        conn.exec_driver_sql(
+            f"CREATE TRIGGER poison BEFORE UPDATE ON tasks FOR EACH ROW "
+            f"WHEN (OLD.id = '{stuck}') EXECUTE FUNCTION poison()"
+        )
+
+    passed = sweep_once(sweeper)
+
+    assert (passed.requeued, passed["recover_lease_skipped"]) == (len(others), 1)
+    now = tasks_now(sweeper, runs)
+    assert all(now[i].status is Status.QUEUED for i in others)
+    assert (now[stuck].status, now[stuck].attempt) == (Status.RUNNING, 1)
 
 
 def test_a_kind_of_recovery_that_fails_as_a_whole_does_not_stop_the_others(
