@@ -228,7 +228,8 @@ def sweep_once(store: Store) -> SweepReport:
             log.warning("sweep: %s failed; the other recoveries went on", name, exc_info=True)
             counts[f"{name}_error"] += 1
     report = SweepReport(dict(counts))
-    if counts:
+    # Deferrals (a queue nobody serves, backing off) are routine, not news.
+    if set(counts) - {DEFERRED, FORGOTTEN_KEYS}:
         log.info("sweep: %s", dict(counts))
     return report
 
