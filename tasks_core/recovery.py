@@ -15,11 +15,11 @@ way is found from there:
 
 Nothing one task holds can stop the sweeper for the others: each kind of
 recovery runs on its own, and each batch runs as one statement or
-transaction and, when that fails, in halves down to single tasks
-(:func:`each_alone`), so only the tasks that fail alone are skipped. Such a
-failure is logged with the task id, counted on the task's row and in the
-pass's report, and a task whose recovery fails ``RECOVERY_MAX_FAILURES`` times
-in a row fails with ``recovery_failed``.
+transaction and, when that fails, in halves down to single tasks, so only
+the tasks that fail alone are skipped. Such a failure is logged with the
+task id, counted on the task's row and in the pass's report, and a task
+whose recovery fails ``RECOVERY_MAX_FAILURES`` times in a row fails with
+``recovery_failed`` (see ``tasks_core.recovery_failures``).
 
 Re-publishing and lease recovery take bounded batches with ``SKIP LOCKED``
 so that several sweepers share the work; queue timeouts are guarded
@@ -36,29 +36,21 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TypeVar
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
 
-from tasks_core.lifecycle.engine import (
-    apply,
-    count_recovery_failures,
-    hold_expired_runs,
-    hold_runs,
-    restart_backoffs,
-)
-from tasks_core.lifecycle.moves import (
-    Expired,
-    FailRecovery,
-    QueueTimeout,
-    RecoverLease,
-    Republish,
-    Unrecoverable,
-)
+from tasks_core.lifecycle.engine import apply, hold_expired_runs, hold_runs, restart_backoffs
+from tasks_core.lifecycle.moves import Expired, QueueTimeout, RecoverLease, Republish
 from tasks_core.lifecycle.publishing import execute, message_for
 from tasks_core.queues import queue_name
+from tasks_core.recovery_failures import (
+    SWEEPER,
+    Seen,
+    Tally,
+    describe,
+    each_alone,
+    skip_failed,
+)
 from tasks_core.status import Status
 from tasks_core.storage.idempotency import forget_expired
 from tasks_core.storage.tasks import (
@@ -73,10 +65,6 @@ from tasks_core.task import TaskRecord
 
 log = logging.getLogger(__name__)
 
-SWEEPER = "system:sweeper"
-
-T = TypeVar("T")
-
 # What a pass counts, per action (``tasks_sweeper_actions_total{action}``);
 # also ``<kind>_skipped`` (tasks whose recovery failed alone) and
 # ``<kind>_error`` (a kind of recovery that failed as a whole this pass).
@@ -85,11 +73,8 @@ DEFERRED = "republish_deferred"  # due, but its queue holds messages enough
 REQUEUED = "requeued"
 LOST = "lost"
 QUEUE_TIMED_OUT = "queue_timeout"
-RECOVERY_FAILED = "recovery_failed"
 FORGOTTEN_KEYS = "idempotency_keys_forgotten"
 BACKOFFS_RESTARTED = "republish_backoffs_restarted"  # the broker lost its data
-
-Tally = Counter[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,106 +112,23 @@ class SweepReport:
         return self.republished + self.requeued + self.lost + self.queue_timeouts
 
 
-# --- Each task on its own --------------------------------------------------------------
-
-
-def each_alone(
-    items: Sequence[T], run: Callable[[Sequence[T]], object]
-) -> list[tuple[T, Exception]]:
-    """Run ``run`` on the whole batch (the fast path: one statement or one
-    transaction); if it fails, on each half, down to single items, so that
-    only the items that fail alone are left out. Returns them with their
-    errors. The database being out of reach is no item's fault: it propagates.
-
-    ``run`` must be all or nothing (a transaction, or a savepoint)."""
-    if not items:
-        return []
-    try:
-        run(items)
-        return []
-    except Exception as exc:
-        if is_unavailable(exc):
-            raise
-        if len(items) == 1:
-            return [(items[0], exc)]
-    half = len(items) // 2
-    return each_alone(items[:half], run) + each_alone(items[half:], run)
-
-
-@dataclass(frozen=True, slots=True)
-class Seen:
-    """A task as the sweeper picked it: what giving up on it needs."""
-
-    id: uuid.UUID
-    lease: datetime | None = None
-    is_step: bool = True  # unknown: then its Flow chain is locked, to be sure
-
-    @classmethod
-    def of(cls, task: TaskRecord) -> Seen:
-        return cls(task.id, task.lease_expires_at, task.flow_step_id is not None)
-
-
-def _describe(exc: Exception) -> str:
-    """The error in a line (the database's message, without the statement)."""
-    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[0] if text else ''}"[:500]
-
-
-def skip_failed(store: Store, action: str, failures: Sequence[tuple[Seen, Exception]]) -> Tally:
-    """Tasks whose recovery (``action``) failed alone: each is logged, its
-    failure counted on its row, and those that failed ``RECOVERY_MAX_FAILURES``
-    times in a row fail with ``recovery_failed`` (fanning in to their Flow)."""
-    tally: Tally = Counter()
-    if not failures:
-        return tally
-    for seen, exc in failures:
-        log.warning("sweep: %s of task %s failed; skipped: %s", action, seen.id, _describe(exc))
-    tally[f"{action}_skipped"] += len(failures)
-    errors = {seen.id: _describe(exc) for seen, exc in failures}
-    picked = {seen.id: seen for seen, _ in failures}
-    counts: dict[uuid.UUID, int] = {}
-
-    def count(part: Sequence[uuid.UUID]) -> None:
-        mine = {i: errors[i] for i in part}
-        counts.update(
-            store.atomic(
-                lambda conn: count_recovery_failures(conn, mine, action=action, actor=SWEEPER)
-            )
-        )
-
-    for task_id, exc in each_alone(list(errors), count):
-        log.warning("sweep: could not count the failure of task %s: %s", task_id, _describe(exc))
-    bound = store.settings.recovery_max_failures
-    spent = [
-        Unrecoverable(i, picked[i].lease, action, errors[i], is_step=picked[i].is_step)
-        for i, n in counts.items()
-        if n >= bound
-    ]
-
-    def give_up(part: Sequence[Unrecoverable]) -> None:
-        failed = execute(store, FailRecovery(tuple(part), bound, actor=SWEEPER)).moved
-        tally[RECOVERY_FAILED] += failed
-
-    for gone, exc in each_alone(spent, give_up):
-        log.warning("sweep: could not fail task %s: %s", gone.task_id, _describe(exc))
-    return tally
-
-
 # --- The kinds of recovery ---------------------------------------------------------------
 
 
 def sweep_once(store: Store) -> SweepReport:
     """One pass of every kind of recovery, each in bounded batches and each on
     its own: one that fails (logged, counted as ``<kind>_error``) does not
-    keep the others from running."""
+    keep the others from running, unless PostgreSQL itself is out of reach."""
     counts: Tally = Counter()
     for name, recover in KINDS:
         try:
             counts.update(recover(store))
-        except Exception:
-            log.warning("sweep: %s failed; the other recoveries went on", name, exc_info=True)
+        except Exception as exc:
             counts[f"{name}_error"] += 1
+            if is_unavailable(exc):  # no kind can do anything without PostgreSQL
+                log.warning("sweep: PostgreSQL unavailable (%s); next pass", describe(exc))
+                break
+            log.warning("sweep: %s failed; the other recoveries go on", name, exc_info=True)
     report = SweepReport(dict(counts))
     # Deferrals (a queue nobody serves, backing off) are routine, not news.
     if set(counts) - {DEFERRED, FORGOTTEN_KEYS}:
@@ -372,7 +274,7 @@ def _hold(store: Store) -> tuple[list[TaskRecord], list[tuple[Seen, Exception]]]
     except Exception as exc:
         if is_unavailable(exc):
             raise
-        log.warning("sweep: holding expired runs failed (%s); one by one", _describe(exc))
+        log.warning("sweep: holding expired runs failed (%s); one by one", describe(exc))
     with store.statement() as conn:
         expired = expired_runs(conn, batch=settings.sweep_batch)
     held: list[TaskRecord] = []
