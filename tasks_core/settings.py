@@ -91,6 +91,18 @@ class Settings(BaseSettings):
         gt=0,
         description="A task `created`/`queued` this long without running is published again.",
     )
+    republish_max_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Longest wait between two republishes of one task (the backoff doubles "
+        "from REPUBLISH_AFTER_SECONDS up to this).",
+    )
+    recovery_max_failures: int = Field(
+        default=5,
+        ge=1,
+        description="A task whose recovery by the sweeper fails this many times in a row "
+        "fails with recovery_failed.",
+    )
     outcome_retry_seconds: float = Field(
         default=60.0,
         ge=0,

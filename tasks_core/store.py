@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from tasks_core.errors import Conflict
 from tasks_core.publisher import CeleryPublisher, Publisher
@@ -105,6 +106,21 @@ class Store:
 def is_collision(exc: DBAPIError) -> bool:
     """A deadlock (40P01) or serialization failure (40001): worth running again."""
     return getattr(exc.orig, "sqlstate", None) in ("40001", "40P01")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database is out of reach or refuses work for now, whatever the
+    statement touched: no connection, a server shutting down or out of
+    resources, a pool exhausted, or collisions that kept coming back. Such a
+    failure is nobody's data's fault (the sweeper blames no task for it)."""
+    if isinstance(exc, Conflict | PoolTimeout):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    state = getattr(exc.orig, "sqlstate", None)
+    if exc.connection_invalidated or state is None:
+        return isinstance(exc, OperationalError | InterfaceError)
+    return state.startswith(("08", "53", "57P")) or is_collision(exc)
 
 
 def store_from_settings(settings: Settings) -> Store:

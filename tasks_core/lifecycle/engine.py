@@ -15,7 +15,7 @@ is false, as one autocommitted statement) and publish after commit; see
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
@@ -26,6 +26,7 @@ from tasks_core.lifecycle import flow_engine, flow_statements, statements
 from tasks_core.lifecycle.flow_engine import Ended, ParentFlow
 from tasks_core.lifecycle.moves import (
     QUEUE_TIMEOUT,
+    RECOVERY_FAILED,
     WORKER_LOST,
     Applied,
     Attempt,
@@ -33,6 +34,7 @@ from tasks_core.lifecycle.moves import (
     Claim,
     Create,
     EndFlow,
+    FailRecovery,
     Finish,
     FlowStart,
     HandBack,
@@ -79,6 +81,27 @@ def hold_expired_runs(conn: Connection, *, batch: int, hold_seconds: float) -> l
     return statements.hold_expired(conn, batch=batch, hold=hold_seconds)
 
 
+def count_recovery_failures(
+    conn: Connection, errors: Mapping[uuid.UUID, str], *, action: str, actor: str
+) -> dict[uuid.UUID, int]:
+    """One more failed recovery of each task (not a move: the status stays),
+    logged with its error; returns the failures in a row each task has now."""
+    return statements.count_recovery_failures(conn, errors, action=action, actor=actor)
+
+
+def hold_runs(
+    conn: Connection, task_ids: Sequence[uuid.UUID], *, hold_seconds: float
+) -> list[TaskRecord]:
+    """Like :func:`hold_expired_runs`, for named runs (those still expired)."""
+    return statements.hold_named(conn, task_ids, hold=hold_seconds)
+
+
+def restart_backoffs(conn: Connection) -> int:
+    """The broker lost its messages: every waiting task may be published again
+    now, whatever its backoff (not a move: no status changes)."""
+    return statements.restart_backoffs(conn)
+
+
 def needs_transaction(move: Move) -> bool:
     """Whether the move takes more than one statement (and so a transaction)."""
     match move:
@@ -99,7 +122,15 @@ def apply(conn: Connection, move: Move, *, locked: Locked | None = None) -> Appl
         case MarkQueued():
             return _named(statements.mark_queued(conn, move.task_ids, actor=move.actor))
         case Republish():
-            return Applied(moved=statements.republish(conn, move.task_ids, actor=move.actor))
+            published = statements.republish(
+                conn,
+                move.task_ids,
+                move.deferred,
+                after=move.after_seconds,
+                most=move.max_seconds,
+                actor=move.actor,
+            )
+            return Applied(moved=published)
         case Claim():
             claimed = statements.claim(
                 conn,
@@ -120,6 +151,8 @@ def apply(conn: Connection, move: Move, *, locked: Locked | None = None) -> Appl
             return _recover(conn, move, held)
         case QueueTimeout():
             return _queue_timeout(conn, move, held)
+        case FailRecovery():
+            return _fail_recovery(conn, move, held)
         case StartFlow():
             return _start_flows(conn, move, held)
         case EndFlow():
@@ -203,8 +236,10 @@ def _recover(conn: Connection, move: RecoverLease, held: Locked) -> Applied:
     _lock(conn, held, [e.attempt.task_id for e in lost if e.attempt.is_step])
     requeued = []
     if again:
-        rows = [{"id": e.attempt.task_id, "attempt": e.attempt.number} for e in again]
-        requeued = statements.requeue_lost(conn, rows, actor=move.actor)
+        runs = [
+            {"id": e.attempt.task_id, "attempt": e.attempt.number, "lease": e.lease} for e in again
+        ]
+        requeued = statements.requeue_lost(conn, runs, actor=move.actor)
     failed: list[TaskRecord] = []
     if lost:
         rows = [
@@ -221,6 +256,7 @@ def _recover(conn: Connection, move: RecoverLease, held: Locked) -> Applied:
                     }
                 ],
                 "detail": {"attempt": e.attempt.number, "reason": WORKER_LOST},
+                "lease": e.lease,
             }
             for e in lost
         ]
@@ -235,6 +271,27 @@ def _queue_timeout(conn: Connection, move: QueueTimeout, held: Locked) -> Applie
         {"code": QUEUE_TIMEOUT, "message": "no worker took the task within its queueTimeoutSeconds"}
     ]
     failed = statements.queue_timeout(conn, move.task_ids, errors, actor=move.actor)
+    return Applied(publish=tuple(_ended(conn, failed, actor=move.actor)), moved=len(failed))
+
+
+def _fail_recovery(conn: Connection, move: FailRecovery, held: Locked) -> Applied:
+    _lock(conn, held, [t.task_id for t in move.tasks if t.is_step])
+    rows = [
+        {
+            "id": t.task_id,
+            "lease": t.lease,
+            "errors": [
+                {
+                    "code": RECOVERY_FAILED,
+                    "message": f"the sweeper failed {move.max_failures} times in a row to "
+                    f"{t.action.replace('_', ' ')} the task; last error: {t.error}",
+                }
+            ],
+            "detail": {"reason": RECOVERY_FAILED, "action": t.action},
+        }
+        for t in move.tasks
+    ]
+    failed = statements.fail_recovery(conn, rows, max_failures=move.max_failures, actor=move.actor)
     return Applied(publish=tuple(_ended(conn, failed, actor=move.actor)), moved=len(failed))
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, text
 
 from tasks_core.flow_definitions import FLOW_KIND
 from tasks_core.records import EventRecord
-from tasks_core.status import RULES, MoveKind
+from tasks_core.status import RULES, MoveKind, Status
 from tasks_core.storage.db import as_ids, json_ids, sql_list, statement
 from tasks_core.task import MAX_TREE_DEPTH, TaskRecord
 
@@ -166,24 +166,81 @@ def list_tasks(
     return [TaskRecord.from_row(r) for r in conn.execute(text(sql), values).mappings()]
 
 
+_WAITING = sql_list(RULES[MoveKind.REPUBLISH].sources)
+_NOT_HELD_BACK = "(available_at IS NULL OR available_at < now() - make_interval(secs => :after))"
+
+# Waiting tasks due for a republish, oldest first: a first time
+# REPUBLISH_AFTER_SECONDS after their last change, then when their backoff
+# (republish_at) is due. Each part is an ordered range of its own index, so a
+# pass reads only what it takes, however many tasks are backing off.
 _STALE = text(
     f"""
-SELECT * FROM tasks
-WHERE status IN {sql_list(RULES[MoveKind.REPUBLISH].sources)}
-  AND updated_at < now() - make_interval(secs => :after)
-  AND (available_at IS NULL OR available_at < now() - make_interval(secs => :after))
-ORDER BY updated_at
+WITH first AS (
+    SELECT * FROM tasks
+    WHERE status IN {_WAITING} AND republish_at IS NULL
+      AND updated_at < now() - make_interval(secs => :after) AND {_NOT_HELD_BACK}
+    ORDER BY updated_at LIMIT :batch
+    FOR NO KEY UPDATE SKIP LOCKED
+), again AS (
+    SELECT * FROM tasks
+    WHERE status IN {_WAITING} AND republish_at < now() AND {_NOT_HELD_BACK}
+    ORDER BY republish_at LIMIT :batch
+    FOR NO KEY UPDATE SKIP LOCKED
+)
+SELECT * FROM first UNION ALL SELECT * FROM again
 LIMIT :batch
-FOR NO KEY UPDATE SKIP LOCKED
 """
 )
 
 
 def lock_stale(conn: Connection, *, after: float, batch: int) -> list[TaskRecord]:
-    """Tasks waiting for a worker longer than ``after`` seconds, oldest first,
-    locked (those another sweeper holds are skipped)."""
+    """Tasks due for a republish, oldest first, locked (those another sweeper
+    holds are skipped)."""
     rows = conn.execute(_STALE, {"after": after, "batch": batch}).mappings()
     return [TaskRecord.from_row(r) for r in rows]
+
+
+# How many tasks wait on each queue (kind, executor), counted up to its cap.
+_WAITING_ON = statement(
+    f"""
+SELECT q.kind, q.executor_id, c.n FROM jsonb_to_recordset(:q)
+    AS q(kind text, executor_id text, cap int)
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n FROM (
+        SELECT 1 FROM tasks t WHERE t.status IN {_WAITING}
+            AND t.kind = q.kind AND t.executor_id = q.executor_id
+        UNION ALL
+        SELECT 1 FROM tasks t WHERE t.status IN {_WAITING} AND q.executor_id IS NULL
+            AND t.kind = q.kind AND t.executor_id IS NULL
+        LIMIT q.cap
+    ) AS w
+) AS c
+""",
+    "q",
+)
+
+Queue = tuple[str, str | None]  # (kind, executor id)
+
+
+def waiting_on(conn: Connection, caps: Mapping[Queue, int]) -> dict[Queue, int]:
+    """How many tasks wait (`created`/`queued`) on each queue, each count
+    stopped at its cap (so that a queue of a million costs what its cap does)."""
+    rows = [{"kind": k, "executor_id": e, "cap": cap} for (k, e), cap in caps.items()]
+    result = conn.execute(_WAITING_ON, {"q": rows})
+    return {(r.kind, r.executor_id): int(r.n) for r in result}
+
+
+_EXPIRED = text(
+    f"""
+SELECT id FROM tasks WHERE status = '{Status.RUNNING.value}' AND lease_expires_at < now()
+ORDER BY lease_expires_at LIMIT :batch
+"""
+)
+
+
+def expired_runs(conn: Connection, *, batch: int) -> list[uuid.UUID]:
+    """Runs whose lease expired, oldest first (not locked: read to be held one by one)."""
+    return [r.id for r in conn.execute(_EXPIRED, {"batch": batch})]
 
 
 _TIMING_OUT = sql_list(RULES[MoveKind.QUEUE_TIMEOUT].sources)
@@ -193,7 +250,7 @@ def due_queue_timeouts(conn: Connection, *, batch: int) -> list[uuid.UUID]:
     """Tasks that have waited for a worker longer than their queueTimeoutSeconds."""
     rows = conn.execute(
         text(
-            f"SELECT id FROM tasks WHERE status IN {sql_list(RULES[MoveKind.REPUBLISH].sources)} "
+            f"SELECT id FROM tasks WHERE status IN {_WAITING} "
             "AND queue_timeout_seconds IS NOT NULL "
             "AND created_at < now() - make_interval(secs => queue_timeout_seconds) "
             "ORDER BY created_at LIMIT :batch"

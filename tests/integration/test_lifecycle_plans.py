@@ -29,6 +29,7 @@ from tests.support.api import issue_key
 # node's runs at hand-back, the waiting tasks to publish again.
 BY_STATUS = {
     "_HOLD_EXPIRED": "ix_tasks_running_lease",
+    "_EXPIRED": "ix_tasks_running_lease",
     "_HAND_BACK": "ix_tasks_running_lease",
     "_STALE": "ix_tasks_waiting_updated_at",
 }
