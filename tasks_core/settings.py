@@ -101,6 +101,13 @@ class Settings(BaseSettings):
         ge=0,
         description="On SIGTERM, running tasks get this long to finish, then are handed back.",
     )
+    expose_tracebacks: bool = Field(
+        default=False,
+        description=(
+            "Put a failed handler's traceback into the task's event log; off, the log "
+            "keeps the exception's type and message and the traceback goes to the worker's log."
+        ),
+    )
     flow_max_steps: int = Field(default=10_000, ge=1, description="Most steps in one Flow.")
     flow_max_depth: int = Field(default=16, ge=1, description="Deepest nesting of Flows.")
     visibility_timeout_seconds: int = Field(
