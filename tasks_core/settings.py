@@ -124,6 +124,16 @@ class Settings(BaseSettings):
         ),
     )
 
+    unauthenticated_rate_limit_per_minute: int = Field(
+        default=600,
+        ge=0,
+        description=(
+            "Requests per minute without a valid API key (missing, malformed, unknown, "
+            "revoked) allowed from one client address, counted in Redis; over it is 429 "
+            "rate_limited with Retry-After (0 = no limit)."
+        ),
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
