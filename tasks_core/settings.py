@@ -60,6 +60,22 @@ class Settings(BaseSettings):
         ge=1,
         description="Most children nested per task in one GET response.",
     )
+    tree_nodes_max: int = Field(
+        default=1000,
+        ge=1,
+        description=(
+            "Most tasks nested in one GET /v1/tasks/{id} answer, at every depth together; "
+            'past it the answer stops and says "truncated": true.'
+        ),
+    )
+    list_page_bytes_max: int = Field(
+        default=4_194_304,
+        ge=1,
+        description=(
+            "A page of GET /v1/tasks stops early (with its nextCursor) before passing this "
+            "many bytes of task JSON; it always holds at least one task."
+        ),
+    )
     queue_prefix: str = Field(default="tasks", description="First segment of every queue name.")
     log_level: str = Field(default="INFO", description="Log level of the service processes.")
 
