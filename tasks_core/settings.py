@@ -60,6 +60,22 @@ class Settings(BaseSettings):
         ge=1,
         description="Most children nested per task in one GET response.",
     )
+    tree_nodes_max: int = Field(
+        default=1000,
+        ge=1,
+        description=(
+            "Most tasks nested in one GET /v1/tasks/{id} answer, at every depth together; "
+            'past it the answer stops and says "truncated": true.'
+        ),
+    )
+    list_page_bytes_max: int = Field(
+        default=4_194_304,
+        ge=1,
+        description=(
+            "A page of GET /v1/tasks stops early (with its nextCursor) before passing this "
+            "many bytes of task JSON; it always holds at least one task."
+        ),
+    )
     queue_prefix: str = Field(default="tasks", description="First segment of every queue name.")
     log_level: str = Field(default="INFO", description="Log level of the service processes.")
 
@@ -113,6 +129,13 @@ class Settings(BaseSettings):
         ge=0,
         description="On SIGTERM, running tasks get this long to finish, then are handed back.",
     )
+    expose_tracebacks: bool = Field(
+        default=False,
+        description=(
+            "Put a failed handler's traceback into the task's event log; off, the log "
+            "keeps the exception's type and message and the traceback goes to the worker's log."
+        ),
+    )
     flow_max_steps: int = Field(default=10_000, ge=1, description="Most steps in one Flow.")
     flow_max_depth: int = Field(default=16, ge=1, description="Deepest nesting of Flows.")
     visibility_timeout_seconds: int = Field(
@@ -126,6 +149,16 @@ class Settings(BaseSettings):
         description=(
             "Requests per minute allowed to one API key, counted in Redis across every "
             "API process; over it is 429 rate_limited with Retry-After (0 = no limit)."
+        ),
+    )
+
+    unauthenticated_rate_limit_per_minute: int = Field(
+        default=600,
+        ge=0,
+        description=(
+            "Requests per minute without a valid API key (missing, malformed, unknown, "
+            "revoked) allowed from one client address, counted in Redis; over it is 429 "
+            "rate_limited with Retry-After (0 = no limit)."
         ),
     )
 

@@ -25,7 +25,7 @@ from tasks_core.task import TaskRecord
 from tasks_core.worker_protocol import claim_task, finish_task, retry_task
 from worker import outcome
 from worker.context import TaskContext
-from worker.errors import UNKNOWN_KIND
+from worker.errors import UNKNOWN_KIND, Cancelled, TimedOut
 from worker.flow_kind import run_flow
 from worker.registry import registry
 from worker.supervisor import Supervisor, hard_stop
@@ -56,13 +56,19 @@ def run_task(store: Store, task_id: str, *, node: str | None = None) -> TaskReco
         return run_flow(store, task, worker=name)
     ctx = TaskContext(task, store=store, logger=logging.getLogger(f"tasks.{task.kind}"))
     with Supervisor(store, task, ctx, on_unresponsive=lambda s: _unresponsive(store, task, s)):
-        decision = execute(ctx, max_output_bytes=store.settings.max_output_bytes)
+        decision = execute(
+            ctx,
+            max_output_bytes=store.settings.max_output_bytes,
+            expose_tracebacks=store.settings.expose_tracebacks,
+        )
     if ctx.timed_out:
         decision = outcome.timed_out(task.timeout_seconds)
     return record(store, task, decision, worker=name)
 
 
-def execute(ctx: TaskContext, *, max_output_bytes: int | None = None) -> outcome.Decision:
+def execute(
+    ctx: TaskContext, *, max_output_bytes: int | None = None, expose_tracebacks: bool = False
+) -> outcome.Decision:
     """Call the handler of the task's kind and turn what it did into a decision."""
     fn = registry.handlers.get(ctx.task.kind)
     if fn is None:
@@ -74,8 +80,11 @@ def execute(ctx: TaskContext, *, max_output_bytes: int | None = None) -> outcome
         )
     try:
         result = fn(ctx)
-    except Exception as exc:  # noqa: BLE001 - every handler failure becomes the task's errors
-        return outcome.from_exception(exc)
+    except Exception as exc:  # every handler failure becomes the task's errors
+        if not isinstance(exc, Cancelled | TimedOut):
+            # The traceback is for the operator: tenants see the type and message.
+            log.error("task %s: its handler raised", ctx.task.id, exc_info=exc)
+        return outcome.from_exception(exc, expose_traceback=expose_tracebacks)
     return outcome.from_result(result, max_bytes=max_output_bytes)
 
 

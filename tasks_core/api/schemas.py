@@ -217,6 +217,18 @@ else:
     TaskOut.model_rebuild()  # its children are TaskOut too
 
 
+class TaskTreeOut(TaskOut):
+    """The answer of ``GET /v1/tasks/{taskId}``: a Task, and (beyond the
+    reference) ``truncated`` when children were left out."""
+
+    truncated: bool | None = Field(
+        default=None,
+        description="Present (true) only when the answer left children out: past "
+        "TREE_NODES_MAX nested tasks in all, or CHILDREN_MAX under one task. Read the "
+        "rest with GET /v1/tasks?parentId=<id>, or a subtree by its own id.",
+    )
+
+
 class TaskPageOut(BaseModel):
     """A page of tasks, newest first. ``children`` is empty in listings."""
 

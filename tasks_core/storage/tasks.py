@@ -31,24 +31,30 @@ def get_task(conn: Connection, organization_id: uuid.UUID, task_id: uuid.UUID) -
     return TaskRecord.from_row(row) if row else None
 
 
+# No ORDER BY outside: the nested loop yields the parents in the order given
+# and each parent's children oldest first, and the outer LIMIT stops the scan
+# there (sorting would read every child of every parent first).
 _CHILDREN = statement(
     f"""
 SELECT c.* FROM unnest({json_ids("ids")}) AS p(id)
 CROSS JOIN LATERAL (
     SELECT * FROM tasks WHERE parent_id = p.id ORDER BY id LIMIT :n
 ) AS c
+LIMIT :total
 """,
     "ids",
 )
 
 
 def children_of(
-    conn: Connection, parent_ids: Sequence[uuid.UUID], *, per_parent: int
+    conn: Connection, parent_ids: Sequence[uuid.UUID], *, per_parent: int, total: int
 ) -> list[TaskRecord]:
-    """The first ``per_parent`` children (oldest first) of each given task."""
-    if not parent_ids:
+    """The first ``per_parent`` children (oldest first) of each given task, in
+    the order of the given tasks, and at most ``total`` in all: PostgreSQL
+    reads no more rows than that."""
+    if not parent_ids or total <= 0:
         return []
-    values = {"ids": as_ids(parent_ids), "n": per_parent}
+    values = {"ids": as_ids(parent_ids), "n": per_parent, "total": total}
     return [TaskRecord.from_row(r) for r in conn.execute(_CHILDREN, values).mappings()]
 
 
@@ -144,6 +150,24 @@ LIST_FILTERS = {
 }
 
 
+# What a task weighs on the wire, from its stored JSON: the large fields as
+# PostgreSQL prints them (a little wider than the API's compact JSON), plus a
+# fixed allowance for ids, timestamps and the short fields.
+_TASK_BYTES = (
+    "1024 + octet_length(coalesce(input::text, '')) + octet_length(coalesce(output::text, ''))"
+    " + octet_length(params::text) + octet_length(errors::text)"
+    " + octet_length(coalesce(title, '')) + octet_length(coalesce(description, ''))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ListedTasks:
+    """A page's tasks, and whether the byte budget left out some of those in range."""
+
+    items: list[TaskRecord]
+    cut: bool
+
+
 def list_tasks(
     conn: Connection,
     organization_id: uuid.UUID,
@@ -151,10 +175,14 @@ def list_tasks(
     filters: Mapping[str, Any],
     before: uuid.UUID | None,
     limit: int,
-) -> list[TaskRecord]:
-    """A page of the organization's tasks, newest first (id order is creation order)."""
+    max_bytes: int,
+) -> ListedTasks:
+    """A page of the organization's tasks, newest first (id order is creation
+    order): at most ``limit``, and no more than fit in ``max_bytes`` (but
+    always the first). Only the ids and sizes of the ``limit`` rows are
+    measured; the full rows are read for the tasks kept."""
     where = ["organization_id = :org"]
-    values: dict[str, Any] = {"org": organization_id, "limit": limit}
+    values: dict[str, Any] = {"org": organization_id, "limit": limit, "bytes": max_bytes}
     for name, value in filters.items():
         column = LIST_FILTERS[name]
         where.append(f"{column} = :{name}")
@@ -162,8 +190,21 @@ def list_tasks(
     if before is not None:
         where.append("id < :before")
         values["before"] = before
-    sql = f"SELECT * FROM tasks WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT :limit"
-    return [TaskRecord.from_row(r) for r in conn.execute(text(sql), values).mappings()]
+    sql = f"""
+WITH page AS (
+    SELECT id, {_TASK_BYTES} AS bytes FROM tasks WHERE {" AND ".join(where)}
+    ORDER BY id DESC LIMIT :limit
+), sized AS (
+    SELECT id, row_number() OVER w AS n, sum(bytes) OVER w AS running, count(*) OVER () AS seen
+    FROM page WINDOW w AS (ORDER BY id DESC ROWS UNBOUNDED PRECEDING)
+)
+SELECT t.*, sized.seen AS page_seen FROM sized JOIN tasks t ON t.id = sized.id
+WHERE sized.n = 1 OR sized.running <= :bytes
+ORDER BY t.id DESC
+"""
+    rows = conn.execute(text(sql), values).mappings().all()
+    items = [TaskRecord.from_row(r) for r in rows]
+    return ListedTasks(items=items, cut=bool(rows) and len(rows) < rows[0]["page_seen"])
 
 
 _WAITING = sql_list(RULES[MoveKind.REPUBLISH].sources)
