@@ -55,10 +55,18 @@ def run_task(store: Store, task_id: str, *, node: str | None = None) -> TaskReco
     if task.kind == FLOW_KIND:
         return run_flow(store, task, worker=name)
     ctx = TaskContext(task, store=store, logger=logging.getLogger(f"tasks.{task.kind}"))
-    with Supervisor(store, task, ctx, on_unresponsive=lambda s: _unresponsive(store, task, s)):
+    supervisor = Supervisor(
+        store, task, ctx, on_unresponsive=lambda s: _unresponsive(store, task, s)
+    )
+    with supervisor:
         decision = execute(ctx, max_output_bytes=store.settings.max_output_bytes)
+    if supervisor.lease_lost:
+        log.warning(
+            "task %s attempt %s stopped: lease lost; outcome dropped", task.id, task.attempt
+        )
+        return None
     if ctx.timed_out:
-        decision = outcome.timed_out(task.timeout_seconds)
+        decision = outcome.timed_out(supervisor.timeout)
     return record(store, task, decision, worker=name)
 
 
@@ -123,6 +131,6 @@ def _record_once(
 
 def _unresponsive(store: Store, task: TaskRecord, supervisor: Supervisor) -> None:
     """The handler ignored a stop request for the whole grace period."""
-    if supervisor.timed_out:
-        record(store, task, outcome.timed_out(task.timeout_seconds), worker=worker_name())
+    if supervisor.timed_out and not supervisor.lease_lost:
+        record(store, task, outcome.timed_out(supervisor.timeout), worker=worker_name())
     hard_stop(task.id)
