@@ -39,18 +39,25 @@ def worker_name(node: str | None = None) -> str:
     return f"{node or socket.gethostname()}:{os.getpid()}"
 
 
-def run_task(store: Store, task_id: str, *, node: str | None = None) -> TaskRecord | None:
-    """Run the task a message points at; returns the task as finished (or
-    handed back for a retry), None when nothing was run or the result was fenced off."""
+def run_task(
+    store: Store, task_id: str, *, node: str | None = None, queue: str | None = None
+) -> TaskRecord | None:
+    """Run the task a message (from ``queue``, if known) points at; returns
+    the task as finished (or handed back for a retry), None when nothing was
+    run or the result was fenced off."""
     try:
         tid = uuid.UUID(task_id)
     except (ValueError, TypeError):
         log.error("dropping a message with an invalid task id %r", task_id)
         return None
     name = worker_name(node)
-    task = claim_task(store, tid, worker=name)
+    task = claim_task(store, tid, worker=name, queue=queue)
     if task is None:
-        log.info("task %s is not waiting to run: duplicate or late delivery dropped", task_id)
+        log.info(
+            "task %s is not waiting to run here now (a duplicate or late delivery, a message "
+            "left on its old queue, or its organization at its running limit): delivery dropped",
+            task_id,
+        )
         return None
     if task.kind == FLOW_KIND:
         return run_flow(store, task, worker=name)

@@ -49,7 +49,9 @@ def update_task(store: Store, caller: Caller, task_id: str, changes: dict[str, A
         _check_cleared_times(target or task.status, fields)
         if target is not None:
             _check_status(task.status, target)
-        move = Change(task.id, fields, target if target is not task.status else None)
+        requeue = "executor_id" in fields and fields["executor_id"] != task.executor_id
+        status = target if target is not task.status else None
+        move = Change(task.id, fields, status, requeue=requeue)
         if not move.fields and move.status is None:
             return Applied(tasks={task.id: task})
         return apply(conn, Update((move,), actor=caller.actor), locked=held)
