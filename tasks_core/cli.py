@@ -7,7 +7,7 @@ tasks-core sweeper                  recover lost publishes, dead workers, queue 
 tasks-core migrate                  apply the schema migrations
 tasks-core keys create --org NAME   a new API key (printed last) [--expires-in-days N]
 tasks-core keys revoke ID
-tasks-core orgs executors --org NAME [--allow ID ...] [--any]
+tasks-core orgs executors --org NAME (--allow ID ... | --any | --none)
 """
 
 from __future__ import annotations

@@ -13,11 +13,13 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 
+from tasks_core.quotas import run_timeout
 from tasks_core.settings import Settings
 from tests.support.api import OrgClient, error_of, wait_for_status
 from tests.support.figures import report
 from tests.support.wait import wait_until
 from tests.support.workers import WorkerProcess
+from worker.supervisor import lease_margin
 
 FOREVER = 1e9  # seconds: a sleep that only a timeout can end
 
@@ -177,3 +179,22 @@ def test_an_organization_may_name_only_the_executors_of_its_list(
     assert acme.create(executorId="billing")["executorId"] == "billing"
     unknown = orgs_executors(settings, "--org", "nobody", "--any")
     assert unknown.returncode != 0 and "nobody" in unknown.stderr
+
+
+# --- The rules themselves (no servers) -------------------------------------------------------
+
+
+def test_a_run_gets_its_timeout_else_the_default_and_never_more_than_the_cap() -> None:
+    settings = Settings(default_timeout_seconds=50, max_timeout_seconds=100)
+    assert run_timeout(None, settings) == 50
+    assert run_timeout(10, settings) == 10
+    assert run_timeout(1e9, settings) == 100  # stored before the cap was lowered
+    assert run_timeout(None, Settings(default_timeout_seconds=500, max_timeout_seconds=100)) == 100
+
+
+def test_a_run_without_renewals_is_stopped_with_time_for_the_hard_stop() -> None:
+    default = Settings()  # lease 30, grace 5, heartbeat 1
+    assert lease_margin(default) == 24
+    assert lease_margin(default) + default.cancel_grace_seconds < default.lease_seconds
+    tight = Settings(lease_seconds=2, cancel_grace_seconds=5, heartbeat_seconds=0.5)
+    assert lease_margin(tight) == 0.5  # one failed renewal is enough
