@@ -75,6 +75,7 @@ class Supervisor:
         # attempt may be running by now, so this one's outcome is not written.
         self.lease_lost = False
         self.timeout = run_timeout(task.timeout_seconds, store.settings)
+        self._renewal: _Renewal | None = None
 
     def __enter__(self) -> Supervisor:
         self._thread.start()
@@ -114,9 +115,9 @@ class Supervisor:
                 self._ctx.request_stop(timed_out=True)
                 stop_asked = now
             else:
-                renewal = self._renew()
+                renewal, sent = self._renew()
                 if renewal is True:
-                    renewed = now
+                    renewed = sent
                 elif renewal is False:  # cancelled, finished elsewhere, or handed on
                     self._ctx.request_stop()
                     stop_asked = now
@@ -124,14 +125,18 @@ class Supervisor:
                     self._lose_lease(time.monotonic() - renewed)
                     stop_asked = now
 
-    def _renew(self) -> bool | None:
-        """True: renewed; False: the run is no longer current; None: the
-        database could not be asked (the lease was not renewed)."""
-        try:
-            return renew_lease(self._store, self._task.id, self._task.attempt)
-        except Exception:
-            log.warning("lease renewal of task %s failed", self._task.id, exc_info=True)
-            return None
+    def _renew(self) -> tuple[bool | None, float]:
+        """The outcome of a renewal and when it was sent. True: renewed (the
+        lease runs from about then); False: the run is no longer current;
+        None: failed, or still unanswered after a heartbeat (it goes on, and
+        the next tick waits for it again rather than send another)."""
+        if self._renewal is None:
+            self._renewal = _Renewal(self._store, self._task)
+        renewal = self._renewal
+        if not renewal.done.wait(self._store.settings.heartbeat_seconds):
+            return None, renewal.sent
+        self._renewal = None
+        return renewal.result, renewal.sent
 
     def _lose_lease(self, since: float) -> None:
         log.error(
@@ -142,6 +147,29 @@ class Supervisor:
         )
         self.lease_lost = True
         self._ctx.request_stop()
+
+
+class _Renewal:
+    """One lease renewal, made beside the watch: a renewal stuck on a database
+    that does not answer (a network cut: no error, no reply) must not stop
+    the watch from noticing that the lease is running out."""
+
+    def __init__(self, store: Store, task: TaskRecord) -> None:
+        self.sent = time.monotonic()
+        self.done = threading.Event()
+        self.result: bool | None = None
+        thread = threading.Thread(
+            target=self._run, args=(store, task), name=f"renew-{task.id}", daemon=True
+        )
+        thread.start()
+
+    def _run(self, store: Store, task: TaskRecord) -> None:
+        try:
+            self.result = renew_lease(store, task.id, task.attempt)
+        except Exception:
+            log.warning("lease renewal of task %s failed", task.id, exc_info=True)
+        finally:
+            self.done.set()
 
 
 def lease_margin(settings: Settings) -> float:

@@ -1,14 +1,21 @@
 """A worker cut off from PostgreSQL stops its run before the sweeper can start
 another attempt of it: the handler's side effects never happen twice at once.
-Servers of its own (``tests.support.stack``): PostgreSQL is stopped under a
-running task, and started again once the run has stopped."""
+Servers of its own (``tests.support.stack``): PostgreSQL is stopped (or
+frozen, as across a network cut) under a running task, and brought back once
+the run has stopped."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any
 
+import pytest
 import redis
 
 from tasks_core.storage.tasks import get_task
@@ -41,7 +48,43 @@ def most_at_once(spans: list[tuple[float, float]]) -> int:
     return best
 
 
-def test_a_run_whose_lease_can_not_be_renewed_stops_before_another_attempt_starts() -> None:
+def postgres_processes(system: Stack) -> list[int]:
+    """The postmaster and its children (every backend and helper)."""
+    pid = system.postgres.pid
+    assert pid is not None
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [pid, *(int(p) for p in out.stdout.split())]
+
+
+@contextmanager
+def postgres_stopped(system: Stack) -> Iterator[None]:
+    """PostgreSQL down: connections are refused at once."""
+    system.postgres.stop()
+    try:
+        yield
+    finally:
+        system.postgres.start()
+
+
+@contextmanager
+def postgres_frozen(system: Stack) -> Iterator[None]:
+    """PostgreSQL unreachable as across a network cut: every process of it
+    stopped (SIGSTOP), so a query in flight neither answers nor fails."""
+    frozen = postgres_processes(system)
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in frozen:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("cut", [postgres_stopped, postgres_frozen], ids=["stopped", "frozen"])
+def test_a_run_whose_lease_can_not_be_renewed_stops_before_another_attempt_starts(
+    cut: Callable[[Stack], AbstractContextManager[None]],
+) -> None:
     with stack() as system:
         worker = system.start_worker("--concurrency", "1", env={"TASKS_IMPORTS": IMPORTS})
         system.start_sweeper()
@@ -51,15 +94,14 @@ def test_a_run_whose_lease_can_not_be_renewed_stops_before_another_attempt_start
         )  # fmt: skip
         wait_until(lambda: 1 in runs(system, task_id), timeout=30, message="never started")
 
-        system.postgres.stop()
-        # Renewals fail; the worker stops the handler before the lease runs out.
-        wait_until(
-            lambda: "stop" in runs(system, task_id).get(1, {}),
-            timeout=20,
-            message=f"the run went on without its lease; log:\n{worker.log()}",
-        )
-        assert "no lease renewal reached the database" in worker.log()
-        system.postgres.start()
+        with cut(system):
+            # Renewals fail; the worker stops the handler before the lease runs out.
+            wait_until(
+                lambda: "stop" in runs(system, task_id).get(1, {}),
+                timeout=20,
+                message=f"the run went on without its lease; log:\n{worker.log()}",
+            )
+            assert "no lease renewal reached the database" in worker.log()
 
         # The sweeper gives the task another attempt, which completes.
         system.wait_all([task_id], ("completed",), timeout=60)
@@ -73,4 +115,4 @@ def test_a_run_whose_lease_can_not_be_renewed_stops_before_another_attempt_start
         assert concurrent == 1, seen
         # The stopped run wrote nothing: the task's only outcome is attempt 2's.
         assert system.terminal_events([task_id]) == {task_id: 1}
-        report(f"lease loss: concurrent_runs={concurrent} attempts={len(seen)}")
+        report(f"lease loss ({cut.__name__}): concurrent_runs={concurrent} attempts={len(seen)}")
