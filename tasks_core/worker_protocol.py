@@ -69,7 +69,8 @@ def claim_tasks(
     """Claim each of ``task_ids`` that waits to run; the runs claimed, by task.
 
     The claim commits without waiting for the WAL flush: a database crash can
-    only undo it, and the task then runs again."""
+    only undo it, and the task then runs again. With MAX_RUNNING_PER_ORG it
+    is a transaction (lock, claim, wait of the rest), committed as any other."""
     settings = store.settings
     move = Claim(
         tuple(task_ids),
