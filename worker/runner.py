@@ -54,8 +54,8 @@ def run_task(
     task = claim_task(store, tid, worker=name, queue=queue)
     if task is None:
         log.info(
-            "task %s is not waiting to run here now (a duplicate or late delivery, a message "
-            "left on its old queue, or its organization at its running limit): delivery dropped",
+            "task %s is not waiting to run here now: duplicate or late delivery dropped "
+            "(or a message left on its old queue, or its organization at its running limit)",
             task_id,
         )
         return None
