@@ -143,6 +143,38 @@ class Settings(BaseSettings):
         ge=1,
         description="Redis redelivers a message not acknowledged in this time.",
     )
+    max_timeout_seconds: float = Field(
+        default=86_400.0,
+        gt=0,
+        description=(
+            "Longest `timeoutSeconds` a task may have (a create above it is 422); workers "
+            "also stop any run at this age, whatever the task asked for."
+        ),
+    )
+    default_timeout_seconds: float = Field(
+        default=86_400.0,
+        gt=0,
+        description=(
+            "Run time a worker allows a task created without `timeoutSeconds` (the task "
+            "keeps showing null); capped by MAX_TIMEOUT_SECONDS."
+        ),
+    )
+    max_open_tasks_per_org: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Most tasks not yet finished (created, queued, running, waiting) one organization "
+            "may have; a create over it is 429 quota_exceeded (0 = no limit)."
+        ),
+    )
+    max_running_per_org: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Most tasks of one organization running at once on one queue; the others wait "
+            "their turn, queued (0 = no limit)."
+        ),
+    )
     rate_limit_per_minute: int = Field(
         default=0,
         ge=0,

@@ -39,30 +39,45 @@ def worker_name(node: str | None = None) -> str:
     return f"{node or socket.gethostname()}:{os.getpid()}"
 
 
-def run_task(store: Store, task_id: str, *, node: str | None = None) -> TaskRecord | None:
-    """Run the task a message points at; returns the task as finished (or
-    handed back for a retry), None when nothing was run or the result was fenced off."""
+def run_task(
+    store: Store, task_id: str, *, node: str | None = None, queue: str | None = None
+) -> TaskRecord | None:
+    """Run the task a message (from ``queue``, if known) points at; returns
+    the task as finished (or handed back for a retry), None when nothing was
+    run or the result was fenced off."""
     try:
         tid = uuid.UUID(task_id)
     except (ValueError, TypeError):
         log.error("dropping a message with an invalid task id %r", task_id)
         return None
     name = worker_name(node)
-    task = claim_task(store, tid, worker=name)
+    task = claim_task(store, tid, worker=name, queue=queue)
     if task is None:
-        log.info("task %s is not waiting to run: duplicate or late delivery dropped", task_id)
+        log.info(
+            "task %s is not waiting to run here now: duplicate or late delivery dropped "
+            "(or a message left on its old queue, or its organization at its running limit)",
+            task_id,
+        )
         return None
     if task.kind == FLOW_KIND:
         return run_flow(store, task, worker=name)
     ctx = TaskContext(task, store=store, logger=logging.getLogger(f"tasks.{task.kind}"))
-    with Supervisor(store, task, ctx, on_unresponsive=lambda s: _unresponsive(store, task, s)):
+    supervisor = Supervisor(
+        store, task, ctx, on_unresponsive=lambda s: _unresponsive(store, task, s)
+    )
+    with supervisor:
         decision = execute(
             ctx,
             max_output_bytes=store.settings.max_output_bytes,
             expose_tracebacks=store.settings.expose_tracebacks,
         )
+    if supervisor.lease_lost:
+        log.warning(
+            "task %s attempt %s stopped: lease lost; outcome dropped", task.id, task.attempt
+        )
+        return None
     if ctx.timed_out:
-        decision = outcome.timed_out(task.timeout_seconds)
+        decision = outcome.timed_out(supervisor.timeout)
     return record(store, task, decision, worker=name)
 
 
@@ -132,6 +147,6 @@ def _record_once(
 
 def _unresponsive(store: Store, task: TaskRecord, supervisor: Supervisor) -> None:
     """The handler ignored a stop request for the whole grace period."""
-    if supervisor.timed_out:
-        record(store, task, outcome.timed_out(task.timeout_seconds), worker=worker_name())
+    if supervisor.timed_out and not supervisor.lease_lost:
+        record(store, task, outcome.timed_out(supervisor.timeout), worker=worker_name())
     hard_stop(task.id)

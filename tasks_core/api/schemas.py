@@ -100,7 +100,12 @@ class TaskCreate(WireModel):
         default=1, ge=1, le=100, description="Runs allowed before a failure is final (retries + 1)."
     )
     timeout_seconds: Seconds | None = Field(
-        default=None, gt=0, le=604_800, description="A run longer than this fails with `timeout`."
+        default=None,
+        gt=0,
+        description=(
+            "A run longer than this fails with `timeout` (at most MAX_TIMEOUT_SECONDS; "
+            "without it a run may last DEFAULT_TIMEOUT_SECONDS)."
+        ),
     )
     queue_timeout_seconds: Seconds | None = Field(
         default=None,

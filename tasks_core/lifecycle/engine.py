@@ -17,6 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection
 
@@ -107,7 +108,9 @@ def needs_transaction(move: Move) -> bool:
     match move:
         case Finish():
             return any(r.attempt.is_step for r in move.results)
-        case Create() | MarkQueued() | Republish() | Claim() | Retry() | HandBack():
+        case Claim():
+            return move.max_running > 0  # the share's lock, the claim, the rest's wait
+        case Create() | MarkQueued() | Republish() | Retry() | HandBack():
             return False
         case _:
             return True
@@ -132,14 +135,7 @@ def apply(conn: Connection, move: Move, *, locked: Locked | None = None) -> Appl
             )
             return Applied(moved=published)
         case Claim():
-            claimed = statements.claim(
-                conn,
-                move.task_ids,
-                worker=move.worker,
-                lease=move.lease_seconds,
-                actor=move.actor,
-            )
-            return _named(claimed)
+            return _claim(conn, move)
         case Finish():
             return _finish(conn, move, held)
         case Retry():
@@ -193,6 +189,35 @@ def _ended(conn: Connection, ended: Sequence[Ended], *, actor: str) -> list[Publ
         [e for e in ended if is_terminal(Status(e.status)) and e.parent_id not in moved],
         actor=actor,
     )
+
+
+def _claim(conn: Connection, move: Claim) -> Applied:
+    """Claim the tasks; with a running limit, under the lock of each task's
+    (organization, queue), and the tasks with no room left wait their turn."""
+    fair = move.max_running > 0
+    if fair:
+        statements.lock_shares(conn, move.task_ids)
+    claimed = statements.claim(
+        conn,
+        move.task_ids,
+        worker=move.worker,
+        lease=move.lease_seconds,
+        actor=move.actor,
+        queue=move.queue,
+        prefix=move.prefix,
+        max_running=move.max_running,
+    )
+    if not fair:
+        return _named(claimed)
+    taken = {t.id for t in claimed}
+    waiting = statements.wait_turn(
+        conn,
+        [i for i in move.task_ids if i not in taken],
+        queue=move.queue,
+        prefix=move.prefix,
+        base=move.wait_seconds,
+    )
+    return _named(claimed, publish=[Publish(t, countdown=wait) for t, wait in waiting])
 
 
 def _finish(conn: Connection, move: Finish, held: Locked) -> Applied:
@@ -370,4 +395,20 @@ def _update(conn: Connection, move: Update, held: Locked) -> Applied:
     if len(changed) != len(move.changes):
         raise InvalidTransition("a task changed status while it was being updated; retry")
     ended = [task for task, before in changed if task.status is not before]
-    return _named([task for task, _ in changed], publish=_ended(conn, ended, actor=move.actor))
+    requeued = {c.task_id for c in move.changes if c.requeue}
+    moved = [
+        _republish(task)
+        for task, _ in changed
+        if task.id in requeued and task.status in (Status.CREATED, Status.QUEUED)
+    ]
+    return _named(
+        [task for task, _ in changed], publish=[*moved, *_ended(conn, ended, actor=move.actor)]
+    )
+
+
+def _republish(task: TaskRecord) -> Publish:
+    """A waiting task on its new queue, no sooner than a retry's backoff allows."""
+    wait = None
+    if task.available_at is not None:
+        wait = (task.available_at - datetime.now(UTC)).total_seconds()
+    return Publish(task, countdown=wait if wait is not None and wait > 0 else None)

@@ -97,11 +97,21 @@ class Republish:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """A worker starts a new attempt of each task, with a lease."""
+    """A worker starts a new attempt of each task, with a lease.
+
+    With ``queue`` (the one the message came from, named with ``prefix``),
+    only a task that waits on that queue is claimed. With ``max_running``
+    (MAX_RUNNING_PER_ORG), an organization runs at most that many tasks on
+    one queue: a task over it stays waiting and is published again later
+    (after at least ``wait_seconds``), its turn to come."""
 
     task_ids: tuple[uuid.UUID, ...]
     worker: str
     lease_seconds: float
+    queue: str | None = None
+    prefix: str = "tasks"
+    max_running: int = 0
+    wait_seconds: float = 1.0
     kind = MoveKind.CLAIM
 
     @property
@@ -275,6 +285,9 @@ class Change:
     task_id: uuid.UUID
     fields: Mapping[str, Any]
     status: Status | None = None
+    # Its queue changed (a new executorId): a task still waiting is published
+    # on the new one (the claim refuses its message on the old one).
+    requeue: bool = False
 
 
 @dataclass(frozen=True, slots=True)

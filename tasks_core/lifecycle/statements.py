@@ -34,14 +34,82 @@ from tasks_core.task import INSERT_COLUMNS, MAX_TREE_DEPTH, MUTABLE_FIELDS, Task
 
 _MARK_QUEUED = statement(move(MoveKind.MARK_QUEUED, status="'queued'", keys=IDS), "ids")
 
+# The queue a task waits on (tasks_core.queues.queue_name, in SQL).
+_QUEUE = ":prefix || '.' || t.kind || coalesce('@' || t.executor_id, '')"
+
+# A claim takes a task only from the queue it waits on now: a message left on
+# its old queue by a PUT of executorId is refused there (the PUT published it
+# on the new one). Without :queue (a caller that is no worker) any queue.
+_ON_QUEUE = f"(CAST(:queue AS text) IS NULL OR {_QUEUE} = :queue)"
+
+# The organization and queue whose running tasks MAX_RUNNING_PER_ORG counts.
+_SHARE = "t.organization_id, t.kind, t.executor_id"
+
+# With MAX_RUNNING_PER_ORG: the named tasks that fit under it, each counted
+# after the ones of its share before it in the same claim. The claim holds
+# the share's lock (_LOCK_SHARES), so no concurrent claim counts meanwhile.
+_FITTING = f"""SELECT f.id FROM (
+    SELECT t.id, row_number() OVER (PARTITION BY {_SHARE} ORDER BY t.id) AS n,
+        (SELECT count(*) FROM (
+            SELECT 1 FROM tasks r
+            WHERE r.organization_id = t.organization_id AND r.kind = t.kind
+              AND r.status = '{Status.RUNNING.value}'
+              AND (r.executor_id = t.executor_id
+                   OR (r.executor_id IS NULL AND t.executor_id IS NULL))
+            LIMIT :max_running
+        ) AS c) AS running
+    FROM ({IDS}) AS k CROSS JOIN LATERAL (
+        SELECT t.* FROM tasks t
+        WHERE t.id = k.id AND t.status IN {sql_list(RULES[MoveKind.CLAIM].sources)} OFFSET 0
+    ) AS t
+) AS f WHERE f.running + f.n <= :max_running"""
+
+_CLAIM_SETS = (
+    ", attempt = t.attempt + 1, worker = :worker,"
+    " lease_expires_at = now() + make_interval(secs => :lease)"
+)
 _CLAIM = statement(
-    move(
-        MoveKind.CLAIM,
-        status="'running'",
-        keys=IDS,
-        sets=", attempt = t.attempt + 1, worker = :worker,"
-        " lease_expires_at = now() + make_interval(secs => :lease)",
-    ),
+    move(MoveKind.CLAIM, status="'running'", keys=IDS, where=_ON_QUEUE, sets=_CLAIM_SETS),
+    "ids",
+)
+_FAIR_CLAIM = statement(
+    move(MoveKind.CLAIM, status="'running'", keys=_FITTING, where=_ON_QUEUE, sets=_CLAIM_SETS),
+    "ids",
+)
+
+# Transaction locks of the shares of the named tasks, in one order (so two
+# claims can not deadlock); a hash collision only makes two shares take turns.
+_LOCK_SHARES = statement(
+    f"""
+SELECT pg_advisory_xact_lock(s.key) FROM (
+    SELECT DISTINCT hashtextextended(
+        t.organization_id::text || ' ' || t.kind || '@' || coalesce(t.executor_id, ''), 0
+    ) AS key
+    FROM tasks t WHERE t.id = ANY({json_ids("ids")})
+    ORDER BY key
+) AS s
+""",
+    "ids",
+)
+
+# Not a move (the task stays waiting): a task a fair claim had no room for
+# waits a while before its message comes back, longer the longer it has
+# waited (a quarter of its age, from one heartbeat up to _WAIT_MAX), so a
+# large backlog is looked at less and less often. A second message of a
+# task already waiting this way is dropped, not sent round again.
+_WAIT_MAX = 30.0
+_NOT_WAITING = "(t.available_at IS NULL OR t.available_at < now() + make_interval(secs => :base))"
+_WAIT_TURN = statement(
+    f"""
+WITH picked AS (
+    {locked(MoveKind.CLAIM, keys=IDS, where=_ON_QUEUE + " AND " + _NOT_WAITING)}
+)
+UPDATE tasks t SET updated_at = now(), available_at = now() + make_interval(secs =>
+    least({_WAIT_MAX}, greatest(:base, extract(epoch FROM now() - t.created_at) / 4))
+    * (0.75 + random() / 2))
+WHERE {by_key("picked")}
+RETURNING t.*, extract(epoch FROM t.available_at - now()) AS countdown
+""",
     "ids",
 )
 
@@ -536,11 +604,45 @@ def fail_recovery(
 
 
 def claim(
-    conn: Connection, ids: Sequence[uuid.UUID], *, worker: str, lease: float, actor: str
+    conn: Connection,
+    ids: Sequence[uuid.UUID],
+    *,
+    worker: str,
+    lease: float,
+    actor: str,
+    queue: str | None = None,
+    prefix: str = "tasks",
+    max_running: int = 0,
 ) -> list[TaskRecord]:
-    """Waiting tasks -> `running` as a new attempt with a lease."""
-    values = {"ids": as_ids(ids), "worker": worker, "lease": lease, "actor": actor}
+    """Waiting tasks (on ``queue``, if given) -> `running` as a new attempt
+    with a lease; with ``max_running``, only as many of an organization's
+    tasks on one queue as fit under it (after :func:`lock_shares`)."""
+    values = {
+        "ids": as_ids(ids),
+        "worker": worker,
+        "lease": lease,
+        "actor": actor,
+        "queue": queue,
+        "prefix": prefix,
+    }
+    if max_running > 0:
+        return records(conn, _FAIR_CLAIM, {**values, "max_running": max_running})
     return records(conn, _CLAIM, values)
+
+
+def lock_shares(conn: Connection, ids: Sequence[uuid.UUID]) -> None:
+    """Lock, until the transaction ends, the (organization, queue) of each task."""
+    conn.execute(_LOCK_SHARES, {"ids": as_ids(ids)})
+
+
+def wait_turn(
+    conn: Connection, ids: Sequence[uuid.UUID], *, queue: str | None, prefix: str, base: float
+) -> list[tuple[TaskRecord, float]]:
+    """Tasks a fair claim had no room for wait before they are published
+    again: each, with the seconds to wait."""
+    values = {"ids": as_ids(ids), "queue": queue, "prefix": prefix, "base": base}
+    rows = conn.execute(_WAIT_TURN, values).mappings()
+    return [(TaskRecord.from_row(r), max(0.0, float(r["countdown"]))) for r in rows]
 
 
 def renew_leases(

@@ -71,6 +71,8 @@ class Organization(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     name: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
     created_at: Mapped[datetime] = _now()
+    # The executorIds its tasks may name; NULL: any (see tasks_core.quotas).
+    allowed_executors: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
 
 
 class ApiKey(Base):
@@ -195,6 +197,15 @@ tasks = Table(
         "ix_tasks_state_id",
         "state_id",
         postgresql_where=text("state_id IS NOT NULL"),
+    ),
+    # An organization's running tasks on one queue, counted by a claim when
+    # MAX_RUNNING_PER_ORG is set.
+    Index(
+        "ix_tasks_running_org_queue",
+        "organization_id",
+        "kind",
+        "executor_id",
+        postgresql_where=text("status = 'running'"),
     ),
     # Running tasks by lease, for finding the ones whose worker died.
     Index(

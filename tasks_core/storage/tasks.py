@@ -18,7 +18,7 @@ from sqlalchemy import Connection, text
 
 from tasks_core.flow_definitions import FLOW_KIND
 from tasks_core.records import EventRecord
-from tasks_core.status import RULES, MoveKind, Status
+from tasks_core.status import NON_TERMINAL_STATUSES, RULES, MoveKind, Status
 from tasks_core.storage.db import as_ids, json_ids, sql_list, statement
 from tasks_core.task import MAX_TREE_DEPTH, TaskRecord
 
@@ -299,3 +299,20 @@ def due_queue_timeouts(conn: Connection, *, batch: int) -> list[uuid.UUID]:
         {"batch": batch},
     )
     return [r.id for r in rows]
+
+
+_OPEN_TASKS = text(
+    f"""
+SELECT count(*) FROM (
+    SELECT 1 FROM tasks
+    WHERE organization_id = :org AND status IN {sql_list(NON_TERMINAL_STATUSES)}
+    LIMIT :limit
+) AS open
+"""
+)
+
+
+def count_open_tasks(conn: Connection, organization_id: uuid.UUID, *, limit: int) -> int:
+    """How many tasks of the organization are not finished, counted up to
+    ``limit`` (an index range of ``(organization_id, status)``, never more rows)."""
+    return int(conn.execute(_OPEN_TASKS, {"org": organization_id, "limit": limit}).scalar_one())
