@@ -62,13 +62,26 @@ RETURNING task_id
     ).first()  # fmt: skip
     if row is not None:
         return Claimed()
+    replay = find_replay(conn, organization_id, key, digest)
+    assert replay is not None, "the key's row stopped the insert and is still there"
+    return replay
+
+
+def find_replay(
+    conn: Connection, organization_id: uuid.UUID, key: str, digest: bytes
+) -> Replay | None:
+    """The task ``key`` names within its lifetime, if any. Raises
+    :class:`Conflict` for the same key with another body."""
     existing = conn.execute(
         text(
             "SELECT request_hash, task_id FROM idempotency_keys "
-            "WHERE organization_id = :org AND key = :key"
+            "WHERE organization_id = :org AND key = :key "
+            "AND created_at >= now() - make_interval(hours => :ttl)"
         ),
-        {"org": organization_id, "key": key},
-    ).one()
+        {"org": organization_id, "key": key, "ttl": IDEMPOTENCY_TTL_HOURS},
+    ).first()
+    if existing is None:
+        return None
     if bytes(existing.request_hash) != digest:
         raise Conflict(
             f"Idempotency-Key {key!r} was used with a different request body in the last "

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from tasks_core.errors import NotFound, ValidationFailed
+from tasks_core.errors import NotFound, QuotaExceeded, ValidationFailed
 from tasks_core.flow_definitions import FLOW_KIND, Limits, parse_flow
 from tasks_core.ids import new_id
 from tasks_core.lifecycle.engine import apply
@@ -17,7 +17,7 @@ from tasks_core.lifecycle.publishing import publish
 from tasks_core.quotas import check_executor, check_timeout
 from tasks_core.records import Caller
 from tasks_core.status import Status, is_terminal
-from tasks_core.storage.idempotency import MAX_KEY_LENGTH, Replay, claim_key
+from tasks_core.storage.idempotency import MAX_KEY_LENGTH, Replay, claim_key, find_replay
 from tasks_core.storage.tasks import ancestry, get_task
 from tasks_core.store import Store
 from tasks_core.task import MAX_TREE_DEPTH, NewTask, TaskRecord, TaskSpec
@@ -66,7 +66,13 @@ def create_task_once(
     check_sizes(store.settings, {"input": spec.input, "output": spec.output, "params": spec.params})
     new = new_task(caller, spec, limits=limits)
     if not is_terminal(spec.status):  # a record of finished work is not open
-        check_open_tasks(store, caller.organization_id)
+        try:
+            check_open_tasks(store, caller.organization_id)
+        except QuotaExceeded:
+            first = _replay(store, caller, idempotency)
+            if first is None:
+                raise
+            return first, True  # a retry of a create that was answered: not a new task
     move = Create((new,), actor=caller.actor)
     if idempotency is None:
         with store.statement() as conn:  # one statement: no transaction round trips
@@ -91,6 +97,16 @@ def create_task_once(
         with store.statement() as conn:
             return get_task(conn, caller.organization_id, task.id) or task, False
     return task, False
+
+
+def _replay(store: Store, caller: Caller, idempotency: Idempotency | None) -> TaskRecord | None:
+    """The task an earlier create with this key made, if any."""
+    if idempotency is None:
+        return None
+    check_key(idempotency.key)
+    with store.statement() as conn:
+        replay = find_replay(conn, caller.organization_id, idempotency.key, idempotency.digest)
+        return None if replay is None else get_task(conn, caller.organization_id, replay.task_id)
 
 
 class _Replayed(Exception):

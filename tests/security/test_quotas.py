@@ -108,6 +108,21 @@ def test_an_organization_over_its_open_task_limit_is_refused_and_others_are_not(
     error_of(limited.post("/v1/tasks", json={"kind": "default"}), 429, "quota_exceeded")
 
 
+def test_a_retried_create_at_the_open_task_limit_answers_its_first_task(
+    client_with: Callable[..., OrgClient],
+) -> None:
+    limited = client_with(max_open_tasks_per_org=1)
+    key = {"Idempotency-Key": "retry-at-the-limit"}
+    first = limited.post("/v1/tasks", json={"kind": "default"}, headers=key)
+    assert first.status_code == 201, first.text  # the organization is now at its limit
+    again = limited.post("/v1/tasks", json={"kind": "default"}, headers=key)
+    assert again.status_code == 201, again.text  # a replay answers as the first did
+    assert again.json()["id"] == first.json()["id"]
+    error_of(limited.post("/v1/tasks", json={"kind": "default"}), 429, "quota_exceeded")
+    other_body = limited.post("/v1/tasks", json={"kind": "other"}, headers=key)
+    error_of(other_body, 409, "idempotency_conflict")
+
+
 def test_the_open_task_count_costs_no_query_per_create(
     client_with: Callable[..., OrgClient], engine: Engine
 ) -> None:
