@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import select
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
-from sqlalchemy import Connection, Engine, TextClause, bindparam, create_engine, text
+from sqlalchemy import Connection, Engine, TextClause, bindparam, create_engine, event, text
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import DisconnectionError
 
 from tasks_core.settings import Settings, get_settings
 from tasks_core.status import Status
@@ -25,8 +28,9 @@ def sqlalchemy_url(database_url: str) -> str:
 def make_engine(
     database_url: str, settings: Settings | None = None, *, synchronous_commit: bool = True
 ) -> Engine:
-    """A pooled engine. No pre-ping: it would cost a round trip per checkout;
-    a broken connection is discarded by SQLAlchemy when it fails instead.
+    """A pooled engine. No pre-ping: it would cost a round trip per checkout.
+    Instead each checkout looks, without a round trip, whether the server has
+    closed the connection while it sat in the pool (see :func:`drop_if_closed`).
 
     ``synchronous_commit=False`` makes an engine whose commits return before
     their WAL is flushed (no fsync wait), for writes that may be lost in a
@@ -35,7 +39,7 @@ def make_engine(
     options = f"-c statement_timeout={settings.db_statement_timeout_ms} -c timezone=UTC"
     if not synchronous_commit:
         options += " -c synchronous_commit=off"
-    return create_engine(
+    engine = create_engine(
         sqlalchemy_url(database_url),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_overflow,
@@ -43,6 +47,32 @@ def make_engine(
         pool_timeout=10,
         connect_args={"options": options, "connect_timeout": 5},
     )
+    event.listen(engine, "checkout", drop_if_closed)
+    return engine
+
+
+def drop_if_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Pool checkout hook: a pooled connection the server has closed since it
+    was last used (a restart or failover, a proxy's or the server's idle
+    timeout, ``pg_terminate_backend``) is replaced by a fresh one before any
+    statement is sent on it, so no request fails on it.
+
+    An idle connection has nothing to read: the server sends nothing between
+    queries but its farewell (a FATAL error, then end of file) or, rarely, a
+    notice. Readable therefore means closed, or worth replacing anyway; one
+    poll of the socket costs no round trip. Raising DisconnectionError makes
+    the pool discard the connection and connect again (a database that is
+    really down then fails the checkout, as before)."""
+    if dbapi_connection.closed or dbapi_connection.broken:
+        raise DisconnectionError("the pooled connection is closed")
+    try:
+        poller = select.poll()
+        poller.register(dbapi_connection.pgconn.socket, select.POLLIN | select.POLLERR)
+        ready = poller.poll(0)
+    except Exception as exc:  # noqa: BLE001 - a socket we can not poll is no socket to use
+        raise DisconnectionError(f"the pooled connection can not be polled: {exc}") from exc
+    if ready:
+        raise DisconnectionError("the server closed the pooled connection")
 
 
 def ping(conn: Connection) -> None:
