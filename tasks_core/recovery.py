@@ -30,6 +30,7 @@ from tasks_core.lifecycle.engine import apply, hold_expired_runs
 from tasks_core.lifecycle.moves import Attempt, Expired, QueueTimeout, RecoverLease, Republish
 from tasks_core.lifecycle.publishing import execute, try_publish
 from tasks_core.status import Status
+from tasks_core.storage.errors import DatabaseFailure, classify, reason
 from tasks_core.storage.idempotency import forget_expired
 from tasks_core.storage.tasks import due_queue_timeouts, lock_stale
 from tasks_core.store import Store
@@ -111,15 +112,19 @@ def fail_queue_timeouts(store: Store) -> int:
 
 def run_sweeper(store: Store, stop: threading.Event) -> None:
     """Sweep every ``SWEEP_INTERVAL_SECONDS`` until ``stop`` is set (``tasks-core
-    sweeper``). A pass that fails (PostgreSQL down) is logged and tried again
-    on the next tick."""
+    sweeper``). A pass that fails is tried again on the next tick; an outage
+    (told by ``classify``, like the worker's and the API's) is a warning,
+    anything else an error with its traceback."""
     interval = store.settings.sweep_interval_seconds
     log.info("sweeper started (every %ss)", interval)
     while not stop.is_set():
         try:
             sweep_once(store)
-        except Exception:
-            log.warning("sweep failed; trying again in %ss", interval, exc_info=True)
+        except Exception as exc:
+            if classify(exc) is DatabaseFailure.OUTAGE:
+                log.warning("sweep failed, database unavailable (%s); trying again", reason(exc))
+            else:  # not healed by waiting: a refused value or a bug, worth a traceback
+                log.error("sweep failed; trying again in %ss", interval, exc_info=True)
         stop.wait(interval)
     log.info("sweeper stopped")
 

@@ -17,6 +17,7 @@ from tasks_core.errors import Conflict
 from tasks_core.publisher import CeleryPublisher, Publisher
 from tasks_core.settings import Settings
 from tasks_core.storage.db import make_engine
+from tasks_core.storage.errors import is_collision
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +101,6 @@ class Store:
                 log.info("collided with a concurrent change (%s); trying again", exc.orig)
                 time.sleep(random.uniform(0, 0.01 * 2**attempt))  # back off, apart from the other
         raise AssertionError("unreachable")
-
-
-def is_collision(exc: DBAPIError) -> bool:
-    """A deadlock (40P01) or serialization failure (40001): worth running again."""
-    return getattr(exc.orig, "sqlstate", None) in ("40001", "40P01")
 
 
 def store_from_settings(settings: Settings) -> Store:

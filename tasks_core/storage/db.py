@@ -69,7 +69,7 @@ def drop_if_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
         poller = select.poll()
         poller.register(dbapi_connection.pgconn.socket, select.POLLIN | select.POLLERR)
         ready = poller.poll(0)
-    except Exception as exc:  # noqa: BLE001 - a socket we can not poll is no socket to use
+    except Exception as exc:  # a socket that can not be polled is no socket to use
         raise DisconnectionError(f"the pooled connection can not be polled: {exc}") from exc
     if ready:
         raise DisconnectionError("the server closed the pooled connection")
