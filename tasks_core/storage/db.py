@@ -5,6 +5,7 @@ from __future__ import annotations
 import select
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, TextClause, bindparam, create_engine, event, text
@@ -23,6 +24,30 @@ def sqlalchemy_url(database_url: str) -> str:
     raise ValueError(
         "DATABASE_URL must start with postgresql:// (e.g. postgresql://user:pass@host:5432/db)"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SizeLimits:
+    """``MAX_INPUT_BYTES`` and ``MAX_OUTPUT_BYTES``, for values the service
+    builds itself inside a move: a Flow step's resolved input, a Flow's output."""
+
+    max_input_bytes: int
+    max_output_bytes: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> SizeLimits:
+        return cls(settings.max_input_bytes, settings.max_output_bytes)
+
+
+# The engine carries its settings' limits to every connection, as an
+# execution option: moves are applied on a connection and see no settings.
+_SIZE_LIMITS = "tasks_core_size_limits"
+
+
+def size_limits(conn: Connection) -> SizeLimits:
+    """The limits of the settings ``conn``'s engine was made with."""
+    limits = conn.get_execution_options().get(_SIZE_LIMITS)
+    return limits if isinstance(limits, SizeLimits) else SizeLimits.of(get_settings())
 
 
 def make_engine(
@@ -46,6 +71,7 @@ def make_engine(
         pool_recycle=1800,
         pool_timeout=10,
         connect_args={"options": options, "connect_timeout": 5},
+        execution_options={_SIZE_LIMITS: SizeLimits.of(settings)},
     )
     event.listen(engine, "checkout", drop_if_closed)
     return engine
