@@ -17,7 +17,7 @@ from tasks_core.errors import Conflict
 from tasks_core.publisher import CeleryPublisher, Publisher
 from tasks_core.settings import Settings
 from tasks_core.storage.db import make_engine
-from tasks_core.storage.errors import is_collision
+from tasks_core.storage.errors import is_collision, is_stale_connection
 
 log = logging.getLogger(__name__)
 
@@ -85,22 +85,30 @@ class Store:
         """A deadlock or serialization failure rolls the work back and runs it
         again, a few times, after a short random pause: each is a collision with
         a concurrent writer, not an outage. Past the last try it is a
-        :class:`Conflict`."""
-        for attempt in range(1, ATTEMPTS + 1):
+        :class:`Conflict`. A pooled connection found lost by the work's first
+        statement (nothing of the work can have run) is replaced once."""
+        collisions = 0
+        reconnected = False
+        while True:
             try:
                 with connect() as conn:
                     return work(conn)
             except DBAPIError as exc:
+                if is_stale_connection(exc) and not reconnected:
+                    log.info("a pooled connection was lost (%s); once more, fresh", exc.orig)
+                    reconnected = True
+                    continue
                 if not is_collision(exc):
                     raise
-                if attempt == ATTEMPTS:
+                collisions += 1
+                if collisions == ATTEMPTS:
                     raise Conflict(
                         "the change collided with concurrent changes to the same tasks "
                         f"{ATTEMPTS} times; retry the request"
                     ) from exc
                 log.info("collided with a concurrent change (%s); trying again", exc.orig)
-                time.sleep(random.uniform(0, 0.01 * 2**attempt))  # back off, apart from the other
-        raise AssertionError("unreachable")
+                # Back off, apart from the other writer.
+                time.sleep(random.uniform(0, 0.01 * 2**collisions))
 
 
 def store_from_settings(settings: Settings) -> Store:

@@ -10,10 +10,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, TextClause, bindparam, create_engine, event, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from tasks_core.settings import Settings, get_settings
 from tasks_core.status import Status
+from tasks_core.storage.errors import mark_before_any_statement
 
 
 def sqlalchemy_url(database_url: str) -> str:
@@ -74,7 +76,36 @@ def make_engine(
         execution_options={_SIZE_LIMITS: SizeLimits.of(settings)},
     )
     event.listen(engine, "checkout", drop_if_closed)
+    event.listen(engine, "checkout", _reset_count)
+    event.listen(engine, "after_cursor_execute", _count_statement)
+    event.listen(engine, "handle_error", _note_stale)
     return engine
+
+
+# In a connection's info: whether a statement ran on it since its checkout.
+_RAN = "tasks_core_ran"
+
+
+def _reset_count(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    record.info[_RAN] = False
+
+
+def _count_statement(conn: Connection, *_: Any) -> None:
+    conn.info[_RAN] = True
+
+
+def _note_stale(context: ExceptionContext) -> None:
+    """A disconnect on the first statement of a checkout (the connection died
+    after the checkout's look, or gave no sign of it): marked, so that the
+    Store may run the work again (``storage.errors.is_stale_connection``)."""
+    conn = context.connection
+    if (
+        context.is_disconnect
+        and conn is not None
+        and not conn.info.get(_RAN)
+        and isinstance(context.sqlalchemy_exception, DBAPIError)
+    ):
+        mark_before_any_statement(context.sqlalchemy_exception)
 
 
 def drop_if_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:

@@ -62,6 +62,27 @@ def is_collision(exc: DBAPIError) -> bool:
     return classify(exc) is DatabaseFailure.COLLISION
 
 
+# Set on a disconnect error raised by the first statement of a checkout.
+_BEFORE_ANY_STATEMENT = "tasks_core_before_any_statement"
+
+
+def mark_before_any_statement(exc: DBAPIError) -> None:
+    """Note that ``exc`` was raised by the first statement sent on its connection
+    since it left the pool (see ``storage.db``)."""
+    setattr(exc, _BEFORE_ANY_STATEMENT, True)
+
+
+def is_stale_connection(exc: BaseException) -> bool:
+    """A pooled connection found lost by the first statement sent on it: that
+    statement, and so its transaction, can not have run, and running the
+    work again on a fresh connection is safe."""
+    return (
+        isinstance(exc, DBAPIError)
+        and exc.connection_invalidated
+        and getattr(exc, _BEFORE_ANY_STATEMENT, False)
+    )
+
+
 def sqlstate(exc: DBAPIError) -> str | None:
     """PostgreSQL's error code of ``exc``, when the server sent one."""
     state = getattr(exc.orig, "sqlstate", None)
