@@ -20,6 +20,12 @@ from tests.support.workers import FAST_WORKER_ENV, WorkerProcess
 HANDLERS = f"{FAST_WORKER_ENV['TASKS_IMPORTS']},tests.security.database_error_handlers"
 
 
+@pytest.fixture(scope="module")
+def data_worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
+    """A worker that also knows the actions and flows PostgreSQL refuses."""
+    return start_worker("--concurrency", "1", env={"TASKS_IMPORTS": HANDLERS})
+
+
 @pytest.mark.parametrize(
     ("sql", "expected"),
     [
@@ -40,9 +46,8 @@ def test_errors_of_the_real_server_are_classified(
 
 
 def test_an_output_postgres_refuses_fails_the_task_at_once_without_a_retry(
-    client: OrgClient, start_worker: Callable[..., WorkerProcess]
+    client: OrgClient, data_worker: WorkerProcess
 ) -> None:
-    start_worker("--concurrency", "1", env={"TASKS_IMPORTS": HANDLERS})
     started = time.monotonic()
     task = client.create(kind="CallAction", targetId="test/nul-output", maxAttempts=3)
     final = wait_for_status(client, task["id"], timeout=30)
@@ -58,3 +63,13 @@ def test_an_output_postgres_refuses_fails_the_task_at_once_without_a_retry(
     events = client.get(f"/v1/tasks/{task['id']}/events").json()
     items = events["items"] if isinstance(events, dict) else events
     assert [e.get("toStatus") for e in items].count("running") == 1, items
+
+
+def test_a_registered_flow_whose_steps_postgres_refuses_fails_at_once(
+    client: OrgClient, data_worker: WorkerProcess
+) -> None:
+    flow = client.create(kind="Flow", targetId="test/nul-steps")
+    final = wait_for_status(client, flow["id"], timeout=30)
+    assert final["status"] == "failed" and final["attempt"] == 1, final
+    assert final["errors"][0]["code"] == "invalid_flow"
+    assert "refused the Flow's steps" in final["errors"][0]["message"]
