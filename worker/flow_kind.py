@@ -57,7 +57,7 @@ def run_flow(store: Store, task: TaskRecord, *, worker: str) -> TaskRecord | Non
         failure = Outcome(status=Status.FAILED, errors=[{"code": INVALID_FLOW, "message": message}])
         return finish_task(store, task, failure, worker=worker)
     if started is not None:
-        log.info("flow %s started with %d steps", task.id, len(steps))
+        log.info("flow %s %s with %d steps", task.id, started.status.value, len(steps))
     return started
 
 
