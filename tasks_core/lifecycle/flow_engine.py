@@ -190,15 +190,24 @@ def fan_in(conn: Connection, ended: Iterable[Ended], *, actor: str) -> list[Publ
         if not ends:
             break
         decided = plan(ends, _pending(conn, ends))
-        _write_counts(conn, decided, actor=actor)
-        if decided.ready:
+        if decided.ready:  # spawned first, so that the fan_in lines say what was
             ready = {f: (decided.flows[f], steps) for f, steps in decided.ready.items()}
             spawned = spawn(conn, ready, actor=actor)
             publish += spawned.publish
-            decided.fail.update(spawned.refused)
+            _refuse(decided, spawned.refused)
+        _write_counts(conn, decided, actor=actor)
         flows = _end_flows(conn, decided, actor=actor)
         level = [f for f in flows if f.flow_step_id is not None and f.parent_id is not None]
     return publish
+
+
+def _refuse(decided: Plan, refused: Mapping[uuid.UUID, list[dict[str, str]]]) -> None:
+    """Flows whose ready steps were refused (an input too large) fail instead;
+    their fan_in lines spawn nothing."""
+    for flow_id, detail in decided.events:
+        if flow_id in refused and detail.get("spawned"):
+            detail["spawned"] = []
+    decided.fail.update(refused)
 
 
 def _step_ends(conn: Connection, level: Sequence[Ended]) -> list[StepEnd]:

@@ -83,6 +83,10 @@ def test_a_step_input_found_too_large_at_run_time_fails_the_flow_without_buildin
     )
     children = client.get(f"/v1/tasks/{flow['id']}", params={"depth": 1}).json()["children"]
     assert [c["stepId"] for c in children] == ["a"]  # b was never created
+    events = client.get(f"/v1/tasks/{flow['id']}/events").json()
+    items = events["items"] if isinstance(events, dict) else events
+    fan_ins = [e["detail"] for e in items if e["type"] == "fan_in"]
+    assert [(d["step"], d["spawned"]) for d in fan_ins] == [("a", [])], fan_ins
     assert growth < 50 * MB, growth
 
 
