@@ -7,6 +7,7 @@ tasks-core sweeper                  recover lost publishes, dead workers, queue 
 tasks-core migrate                  apply the schema migrations
 tasks-core keys create --org NAME   a new API key (printed last) [--expires-in-days N]
 tasks-core keys revoke ID
+tasks-core orgs executors --org NAME (--allow ID ... | --any | --none)
 """
 
 from __future__ import annotations
@@ -80,6 +81,23 @@ def _parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id", help="the key id printed by `keys create`")
     revoke.set_defaults(run=_run_keys_revoke)
+
+    orgs = sub.add_parser("orgs", help="manage organizations").add_subparsers(metavar="ACTION")
+    executors = orgs.add_parser(
+        "executors", help="choose the executorIds an organization's tasks may name"
+    )
+    executors.add_argument("--org", required=True, help="organization name")
+    choice = executors.add_mutually_exclusive_group(required=True)
+    choice.add_argument(
+        "--allow",
+        action="append",
+        type=_executor_id,
+        metavar="ID",
+        help="an executorId its tasks may name (repeatable; replaces the list)",
+    )
+    choice.add_argument("--any", action="store_true", help="any executorId (no list)")
+    choice.add_argument("--none", action="store_true", help="no executorId: only the shared pools")
+    executors.set_defaults(run=_run_orgs_executors)
     return parser
 
 
@@ -183,6 +201,33 @@ def _run_keys_revoke(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     print(f"revoked key {key_id}")
+    return 0
+
+
+def _executor_id(value: str) -> str:
+    from tasks_core.queues import is_valid_name
+
+    if not is_valid_name(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a valid executorId")
+    return value
+
+
+def _run_orgs_executors(args: argparse.Namespace) -> int:
+    from tasks_core.errors import NotFound
+    from tasks_core.storage.db import make_engine
+    from tasks_core.storage.keys import set_allowed_executors
+
+    allowed: list[str] | None = None if args.any else (args.allow or [])
+    engine = make_engine(_database_url())
+    try:
+        with engine.begin() as conn:
+            set_allowed_executors(conn, args.org, allowed)
+    except NotFound as exc:
+        sys.exit(exc.message)
+    finally:
+        engine.dispose()
+    shown = "any" if allowed is None else (", ".join(sorted(set(allowed))) or "none")
+    print(f"organization {args.org}: executorIds allowed: {shown}")
     return 0
 
 

@@ -80,9 +80,24 @@ def ensure_dev_key(engine: Engine, key_file: Path) -> str:
             issued = create_key(conn, org_id, name="tasks-core dev")
     finally:
         engine.dispose()
-    key_file.write_text(issued.secret + "\n")
-    key_file.chmod(0o600)
+    write_private(key_file, issued.secret + "\n")
     return issued.secret
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by its owner only, from the first moment: a new
+    file is created with mode 600 (never written first and restricted after,
+    which leaves a window where others can read it) and then takes the
+    place of the old one, whose mode may have been looser."""
+    fresh = path.with_name(f".{path.name}.{os.getpid()}.new")
+    fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(fresh, path)
+    except BaseException:
+        fresh.unlink(missing_ok=True)
+        raise
 
 
 def _stop_sweeper(thread: threading.Thread, stop: threading.Event) -> None:

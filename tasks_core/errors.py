@@ -66,6 +66,22 @@ class RateLimited(TasksError):
         self.retry_after = retry_after
 
 
+class QuotaExceeded(TasksError):
+    """Raised when an organization would hold more open tasks than MAX_OPEN_TASKS_PER_ORG."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ExecutorNotAllowed(TasksError):
+    """Raised when a task names an executorId outside its organization's allow-list."""
+
+    code = "executor_not_allowed"
+
+
 class Unavailable(TasksError):
     """Raised when a server the service depends on (PostgreSQL, Redis) can not be reached."""
 

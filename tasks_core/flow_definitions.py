@@ -27,6 +27,7 @@ from typing import Any
 from tasks_core.errors import ValidationFailed
 from tasks_core.json_sizes import cached, json_size, resolved_size
 from tasks_core.queues import is_valid_name
+from tasks_core.quotas import check_executor, check_timeout
 
 FLOW_KIND = "Flow"
 MODES = ("parallel", "sequential")
@@ -104,6 +105,10 @@ class Limits:
     max_steps: int = 10_000
     max_depth: int = 16
     max_input_bytes: int = 524_288  # of each step's input, once resolved
+    # Longest timeoutSeconds of a step (None: any).
+    max_timeout_seconds: float | None = None
+    # The executorIds a step may name (None: any); see tasks_core.quotas.
+    executors: frozenset[str] | None = None
 
 
 def parse_flow(
@@ -129,7 +134,7 @@ def parse_flow(
         raise ValidationFailed(
             f"a Flow may have at most {limits.max_steps} steps, this one has {len(raw_steps)}"
         )
-    steps = [_parse_step(raw, index) for index, raw in enumerate(raw_steps)]
+    steps = [_parse_step(raw, index, limits) for index, raw in enumerate(raw_steps)]
     _check_ids(steps)
     if mode == "sequential" and not any(s.after for s in steps):
         steps = [_with_after(s, (steps[i - 1].id,) if i else ()) for i, s in enumerate(steps)]
@@ -147,7 +152,7 @@ def parse_flow(
     return steps
 
 
-def _parse_step(raw: Any, index: int) -> Step:
+def _parse_step(raw: Any, index: int, limits: Limits) -> Step:
     where = f"params.steps[{index}]"
     if not isinstance(raw, dict):
         raise ValidationFailed(f"{where} must be an object")
@@ -174,6 +179,7 @@ def _parse_step(raw: Any, index: int) -> Step:
     executor = raw.get("executorId")
     if executor is not None and (not isinstance(executor, str) or not is_valid_name(executor)):
         raise ValidationFailed(f"{where}: executorId must be a plain name")
+    check_executor(executor, limits.executors, where=f"{where}: ")
     attempts = raw.get("maxAttempts", 1)
     if not isinstance(attempts, int) or isinstance(attempts, bool) or not 1 <= attempts <= 100:
         raise ValidationFailed(f"{where}: maxAttempts must be an integer from 1 to 100")
@@ -182,6 +188,7 @@ def _parse_step(raw: Any, index: int) -> Step:
         not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
     ):
         raise ValidationFailed(f"{where}: timeoutSeconds must be a positive number")
+    check_timeout(timeout, limits.max_timeout_seconds, where=f"{where}: ")
     continue_on_error = raw.get("continueOnError", False)
     if not isinstance(continue_on_error, bool):
         raise ValidationFailed(f"{where}: continueOnError must be true or false")

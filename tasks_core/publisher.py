@@ -8,16 +8,27 @@ duplicated message can never carry stale data.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import redis
 from celery import Celery
+from kombu.entity import Exchange, Queue
 
 log = logging.getLogger(__name__)
 
 # The Celery task name every worker registers; its only argument is the task id.
 RUN_TASK = "tasks_core.run"
+
+# Most queues whose kombu entity a publisher keeps at hand: queue names come
+# from tenants' executorIds, so nothing may be kept for every name ever seen.
+QUEUE_CACHE_SIZE = 1024
+
+# A key the broker keeps while it keeps its data: gone, it lost its messages.
+MEMORY_KEY = "tasks_core.broker_memory"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +51,13 @@ class Publisher(Protocol):
     def ping(self) -> bool:
         """Whether the broker answers."""
 
+    def depths(self, queues: Iterable[str]) -> dict[str, int]:
+        """How many messages wait on each queue; raise when the broker is down."""
+
+    def forgot(self) -> bool:
+        """Whether the broker lost its data since this was last asked (a Redis
+        restarted without persistence); raise when the broker is down."""
+
 
 @dataclass
 class MemoryPublisher:
@@ -56,6 +74,15 @@ class MemoryPublisher:
     def ping(self) -> bool:
         return not self.fail
 
+    def depths(self, queues: Iterable[str]) -> dict[str, int]:
+        if self.fail:
+            raise ConnectionError("broker unavailable (MemoryPublisher.fail)")
+        held = Counter(m.queue for m in self.messages)
+        return {q: held[q] for q in queues}
+
+    def forgot(self) -> bool:
+        return False
+
 
 def broker_app(redis_url: str) -> Celery:
     """A Celery app used only to send; it registers no tasks."""
@@ -69,11 +96,19 @@ def broker_app(redis_url: str) -> Celery:
     return app
 
 
+def _queue_entity(name: str) -> Queue:
+    """A queue as Celery makes one for a name it does not know (a direct
+    exchange of the same name)."""
+    return Queue(name, Exchange(name), routing_key=name)  # type: ignore[no-untyped-call]
+
+
 class CeleryPublisher:
     """Publishes Celery protocol messages to Redis, readable by any Celery worker."""
 
     def __init__(self, redis_url: str) -> None:
         self._app = broker_app(redis_url)
+        self._queues: OrderedDict[str, Queue] = OrderedDict()
+        self._queues_lock = threading.Lock()
         # A plain client for health checks: kombu's connection retries would
         # make a readiness probe hang for seconds when Redis is down.
         self._probe = redis.Redis.from_url(
@@ -85,14 +120,42 @@ class CeleryPublisher:
             RUN_TASK,
             args=[message.task_id],
             countdown=countdown or None,
-            queue=message.queue,
+            queue=self._queue(message.queue),
             routing_key=message.queue,
+            # Nothing to declare: the message goes to the default exchange,
+            # which Redis delivers to the list of the queue's name; workers
+            # declare the queues they serve. (A declaration would leave a
+            # binding in Redis and an entry in the connection's cache for
+            # every queue name ever published to.)
+            declare=[],
             headers={"kind": message.kind, "executor_id": message.executor_id},
             # A short retry: when Redis is down the task stays `created` and
             # the sweeper re-publishes it; the API must not hang meanwhile.
             retry=True,
             retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
         )
+
+    def _queue(self, name: str) -> Queue:
+        """The queue's kombu entity, from a bounded LRU. Given as an entity, not
+        a name, it does not enter Celery's table of queues (``app.amqp.queues``),
+        which would keep every name for ever."""
+        with self._queues_lock:
+            queue = self._queues.pop(name, None) or _queue_entity(name)
+            self._queues[name] = queue
+            if len(self._queues) > QUEUE_CACHE_SIZE:
+                self._queues.popitem(last=False)
+            return queue
+
+    def depths(self, queues: Iterable[str]) -> dict[str, int]:
+        names = list(queues)
+        with self._probe.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.llen(name)
+            return dict(zip(names, (int(n) for n in pipe.execute()), strict=True))
+
+    def forgot(self) -> bool:
+        # Set only when missing: True the first time, and after a data loss.
+        return bool(self._probe.set(MEMORY_KEY, "1", nx=True))
 
     def ping(self) -> bool:
         try:

@@ -61,6 +61,9 @@ class Caller:
 
     organization_id: uuid.UUID
     key_id: uuid.UUID
+    # The executorIds the organization may send tasks to (None: any), read
+    # with the key, so checking them costs no query.
+    executors: frozenset[str] | None = None
 
     @property
     def actor(self) -> str:

@@ -4,11 +4,22 @@ PostgreSQL is the source of truth, so every way a task can be dropped on the
 way is found from there:
 
 - a task left `created` or `queued` for ``REPUBLISH_AFTER_SECONDS`` (a crash
-  between commit and publish, Redis restarted empty) is published again;
+  between commit and publish, Redis restarted empty) is published again, then
+  again after twice as long, and so on up to ``REPUBLISH_MAX_SECONDS``; and
+  never while its queue already holds a message for every task waiting on it;
 - a `running` task whose lease expired (its worker died or hung) gets a new
-  attempt, or fails with ``worker_lost`` once its attempts are spent;
+  attempt, or fails with ``worker_lost`` once its attempts are spent; a run
+  renewed after the sweeper saw it expired is left alone (the lease fence);
 - a task waiting longer than its ``queueTimeoutSeconds`` fails with
   ``queue_timeout``.
+
+Nothing one task holds can stop the sweeper for the others: each kind of
+recovery runs on its own, and each batch runs as one statement or
+transaction and, when that fails, in halves down to single tasks, so only
+the tasks that fail alone are skipped. Such a failure is logged with the
+task id, counted on the task's row and in the pass's report, and a task
+whose recovery fails ``RECOVERY_MAX_FAILURES`` times in a row fails with
+``recovery_failed`` (see ``tasks_core.recovery_failures``).
 
 Re-publishing and lease recovery take bounded batches with ``SKIP LOCKED``
 so that several sweepers share the work; queue timeouts are guarded
@@ -22,116 +33,314 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
 
-from tasks_core.lifecycle.engine import apply, hold_expired_runs
-from tasks_core.lifecycle.moves import Attempt, Expired, QueueTimeout, RecoverLease, Republish
-from tasks_core.lifecycle.publishing import execute, try_publish
+from tasks_core.lifecycle.engine import apply, hold_expired_runs, hold_runs, restart_backoffs
+from tasks_core.lifecycle.moves import Expired, QueueTimeout, RecoverLease, Republish
+from tasks_core.lifecycle.publishing import execute, message_for
+from tasks_core.queues import queue_name
+from tasks_core.recovery_failures import (
+    SWEEPER,
+    Seen,
+    Tally,
+    describe,
+    each_alone,
+    skip_failed,
+)
 from tasks_core.status import Status
-from tasks_core.storage.errors import DatabaseFailure, classify, reason
 from tasks_core.storage.idempotency import forget_expired
-from tasks_core.storage.tasks import due_queue_timeouts, lock_stale
-from tasks_core.store import Store
+from tasks_core.storage.tasks import (
+    Queue,
+    due_queue_timeouts,
+    expired_runs,
+    lock_stale,
+    waiting_on,
+)
+from tasks_core.store import Store, is_unavailable
+from tasks_core.task import TaskRecord
 
 log = logging.getLogger(__name__)
 
-SWEEPER = "system:sweeper"
+# What a pass counts, per action (``tasks_sweeper_actions_total{action}``);
+# also ``<kind>_skipped`` (tasks whose recovery failed alone) and
+# ``<kind>_error`` (a kind of recovery that failed as a whole this pass).
+REPUBLISHED = "republished"
+DEFERRED = "republish_deferred"  # due, but its queue holds messages enough
+REQUEUED = "requeued"
+LOST = "lost"
+QUEUE_TIMED_OUT = "queue_timeout"
+FORGOTTEN_KEYS = "idempotency_keys_forgotten"
+BACKOFFS_RESTARTED = "republish_backoffs_restarted"  # the broker lost its data
 
 
 @dataclass(frozen=True, slots=True)
 class SweepReport:
-    """What one pass did."""
+    """What one pass did: how many tasks each action took."""
 
-    republished: int = 0
-    requeued: int = 0
-    lost: int = 0
-    queue_timeouts: int = 0
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+    def __getitem__(self, action: str) -> int:
+        return self.counts.get(action, 0)
+
+    @property
+    def republished(self) -> int:
+        return self[REPUBLISHED]
+
+    @property
+    def requeued(self) -> int:
+        return self[REQUEUED]
+
+    @property
+    def lost(self) -> int:
+        return self[LOST]
+
+    @property
+    def queue_timeouts(self) -> int:
+        return self[QUEUE_TIMED_OUT]
+
+    @property
+    def skipped(self) -> int:
+        """Tasks whose recovery failed this pass (left for the next)."""
+        return sum(n for action, n in self.counts.items() if action.endswith("_skipped"))
 
     @property
     def total(self) -> int:
         return self.republished + self.requeued + self.lost + self.queue_timeouts
 
 
+# --- The kinds of recovery ---------------------------------------------------------------
+
+
 def sweep_once(store: Store) -> SweepReport:
-    """One pass of every recovery, each in bounded batches."""
-    timeouts = fail_queue_timeouts(store)
-    requeued, lost = recover_expired_leases(store)
-    republished = republish_stale(store)
-    with store.statement() as conn:
-        forget_expired(conn, batch=store.settings.sweep_batch)
-    report = SweepReport(republished, requeued, lost, timeouts)
-    if report.total:
-        log.info("sweep: %s", report)
+    """One pass of every kind of recovery, each in bounded batches and each on
+    its own: one that fails (logged, counted as ``<kind>_error``) does not
+    keep the others from running, unless PostgreSQL itself is out of reach."""
+    counts: Tally = Counter()
+    for name, recover in KINDS:
+        try:
+            counts.update(recover(store))
+        except Exception as exc:
+            counts[f"{name}_error"] += 1
+            if is_unavailable(exc):  # no kind can do anything without PostgreSQL
+                log.warning("sweep: PostgreSQL unavailable (%s); next pass", describe(exc))
+                break
+            log.warning("sweep: %s failed; the other recoveries go on", name, exc_info=True)
+    report = SweepReport(dict(counts))
+    # Deferrals (a queue nobody serves, backing off) are routine, not news.
+    if set(counts) - {DEFERRED, FORGOTTEN_KEYS}:
+        log.info("sweep: %s", dict(counts))
     return report
 
 
-def republish_stale(store: Store) -> int:
-    """Publish again the tasks that waited too long for a worker; returns how many."""
-    settings = store.settings
+def republish_stale(store: Store) -> Tally:
+    """Publish again the tasks due for it (see :func:`_room`), and back each
+    off before its next republish."""
 
-    def work(conn: Connection) -> int:
+    def work(conn: Connection) -> tuple[Tally, list[tuple[Seen, Exception]]]:
+        settings = store.settings
         stale = lock_stale(conn, after=settings.republish_after_seconds, batch=settings.sweep_batch)
-        published: list[uuid.UUID] = []
-        for task in stale:
-            if not try_publish(store, task):
-                break  # the broker is down: try again next pass
-            published.append(task.id)
-        if published:  # re-arm their clocks, and log the re-publish on each
-            apply(conn, Republish(tuple(published), actor=SWEEPER))
-        return len(published)
+        room = _room(store, conn, stale) if stale else None
+        if room is None:
+            return Counter(), []  # nothing due, or the broker is down: next pass
+        published, deferred, failures = _publish_within(store, stale, room)
+        tally: Tally = Counter()
 
-    return store.atomic(work)
+        def rearm(part: Sequence[tuple[uuid.UUID, bool]]) -> None:
+            move = Republish(
+                tuple(i for i, sent in part if sent),
+                actor=SWEEPER,
+                after_seconds=settings.republish_after_seconds,
+                max_seconds=settings.republish_max_seconds,
+                deferred=tuple(i for i, sent in part if not sent),
+            )
+            with conn.begin_nested():  # a failed part leaves the others' locks and work
+                tally[REPUBLISHED] += apply(conn, move).moved
+            tally[DEFERRED] += len(move.deferred)
+
+        items = [(i, True) for i in published] + [(i, False) for i in deferred]
+        by_id = {t.id: t for t in stale}
+        failures += [(Seen.of(by_id[i]), exc) for (i, _), exc in each_alone(items, rearm)]
+        return tally, failures
+
+    restarted = _restart_if_broker_forgot(store)
+    tally, failures = store.atomic(work)
+    tally.update(skip_failed(store, "republish", failures))
+    if restarted:
+        tally[BACKOFFS_RESTARTED] += restarted
+    return tally
 
 
-def recover_expired_leases(store: Store) -> tuple[int, int]:
-    """Runs whose worker stopped renewing their lease: a new attempt, or
-    ``worker_lost`` when attempts are spent. Returns (requeued, failed)."""
-    settings = store.settings
+def _restart_if_broker_forgot(store: Store) -> int:
+    """A broker that lost its data (Redis restarted without persistence) lost
+    every message: no waiting task then waits for its backoff (the room of
+    each queue still keeps its list from getting copies)."""
+    try:
+        forgot = store.publisher.forgot()
+    except Exception:  # the broker is down; republishing waits anyway
+        log.debug("sweep: the broker can not be reached", exc_info=True)
+        return 0
+    if not forgot:
+        return 0
     with store.statement() as conn:
-        held = hold_expired_runs(
-            conn, batch=settings.sweep_batch, hold_seconds=settings.lease_seconds
-        )
-    if not held:
-        return 0, 0
-    expired = tuple(Expired(Attempt.of(run), run.max_attempts) for run in held)
-    recovered = execute(store, RecoverLease(expired, actor=SWEEPER)).tasks.values()
-    requeued = sum(1 for t in recovered if t.status is Status.QUEUED)
-    return requeued, len(recovered) - requeued
+        restarted = restart_backoffs(conn)
+    if restarted:
+        log.warning("sweep: the broker lost its data; %d tasks may be published again", restarted)
+    return restarted
 
 
-def fail_queue_timeouts(store: Store) -> int:
+def _room(store: Store, conn: Connection, stale: Sequence[TaskRecord]) -> dict[str, int] | None:
+    """How many messages each queue of ``stale`` may be missing: the tasks
+    waiting on it less the messages its Redis list holds. None if the broker
+    can not be reached.
+
+    Each republish pushes one more copy of a message onto its queue's list,
+    and a queue no worker serves keeps every copy. Bounding republishes by
+    this room keeps such a list at one message per waiting task, whatever
+    the backoff and however long the tasks wait; a served queue drains, and
+    then the tasks whose message is really lost find room again."""
+    prefix = store.settings.queue_prefix
+    due: Counter[Queue] = Counter((t.kind, t.executor_id) for t in stale)
+    names = {q: queue_name(q[0], q[1], prefix) for q in due}
+    try:
+        held = store.publisher.depths(names.values())
+    except Exception:
+        log.warning("sweep: the broker can not be reached; republishing waits", exc_info=True)
+        return None
+    waiting = waiting_on(conn, {q: held[names[q]] + n for q, n in due.items()})
+    return {names[q]: waiting.get(q, 0) - held[names[q]] for q in due}
+
+
+def _publish_within(
+    store: Store, stale: Sequence[TaskRecord], room: dict[str, int]
+) -> tuple[list[uuid.UUID], list[uuid.UUID], list[tuple[Seen, Exception]]]:
+    """Publish each task whose queue has room: (published, deferred, failed).
+    A publish that fails while the broker answers is that task's failure; when
+    the broker is down the rest wait for the next pass."""
+    published: list[uuid.UUID] = []
+    deferred: list[uuid.UUID] = []
+    failed: list[tuple[Seen, Exception]] = []
+    for task in stale:
+        message = message_for(task, store.settings.queue_prefix)
+        if room[message.queue] <= 0:
+            deferred.append(task.id)
+            continue
+        room[message.queue] -= 1  # a refused message takes its task's room too
+        try:
+            store.publisher.publish(message)
+        except Exception as exc:
+            if not store.publisher.ping():
+                log.warning("sweep: the broker went down; republishing waits", exc_info=True)
+                break
+            failed.append((Seen.of(task), exc))
+            continue
+        published.append(task.id)
+    return published, deferred, failed
+
+
+def recover_expired_leases(store: Store) -> Tally:
+    """Runs whose worker stopped renewing their lease: a new attempt, or
+    ``worker_lost`` when attempts are spent (``requeued``, ``lost``). Each
+    recovery is fenced on the lease the sweeper saw, so a run its worker
+    renewed meanwhile goes on."""
+    held, unheld = _hold(store)
+    tally: Tally = Counter()
+
+    def recover(part: Sequence[TaskRecord]) -> None:
+        move = RecoverLease(tuple(Expired.of(run) for run in part), actor=SWEEPER)
+        recovered = execute(store, move).tasks.values()
+        requeued = sum(1 for t in recovered if t.status is Status.QUEUED)
+        tally[REQUEUED] += requeued
+        tally[LOST] += len(recovered) - requeued
+
+    failures = [(Seen.of(run), exc) for run, exc in each_alone(held, recover)]
+    tally.update(skip_failed(store, "recover_lease", [*unheld, *failures]))
+    return tally
+
+
+def _hold(store: Store) -> tuple[list[TaskRecord], list[tuple[Seen, Exception]]]:
+    """Pick and hold expired runs in one statement; if that fails, hold them
+    in halves, so that a run whose row can not be written holds up no other.
+    The runs held, and those that could not be."""
+    settings = store.settings
+    try:
+        with store.statement() as conn:
+            return hold_expired_runs(
+                conn, batch=settings.sweep_batch, hold_seconds=settings.lease_seconds
+            ), []
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise
+        log.warning("sweep: holding expired runs failed (%s); one by one", describe(exc))
+    with store.statement() as conn:
+        expired = expired_runs(conn, batch=settings.sweep_batch)
+    held: list[TaskRecord] = []
+
+    def hold(part: Sequence[uuid.UUID]) -> None:
+        with store.statement() as conn:
+            held.extend(hold_runs(conn, part, hold_seconds=settings.lease_seconds))
+
+    return held, [(Seen(task_id), exc) for task_id, exc in each_alone(expired, hold)]
+
+
+def fail_queue_timeouts(store: Store) -> Tally:
     """Tasks that waited for a worker longer than their queueTimeoutSeconds."""
     with store.statement() as conn:
         due = due_queue_timeouts(conn, batch=store.settings.sweep_batch)
-    if not due:
-        return 0
-    return execute(store, QueueTimeout(tuple(due), actor=SWEEPER)).moved
+    tally: Tally = Counter()
+
+    def time_out(part: Sequence[uuid.UUID]) -> None:
+        tally[QUEUE_TIMED_OUT] += execute(store, QueueTimeout(tuple(part), actor=SWEEPER)).moved
+
+    failures = [(Seen(task_id), exc) for task_id, exc in each_alone(due, time_out)]
+    tally.update(skip_failed(store, "queue_timeout", failures))
+    return tally
 
 
-def run_sweeper(store: Store, stop: threading.Event) -> None:
+def forget_idempotency_keys(store: Store) -> Tally:
+    """Idempotency keys past their lifetime."""
+    with store.statement() as conn:
+        return Counter({FORGOTTEN_KEYS: forget_expired(conn, batch=store.settings.sweep_batch)})
+
+
+# Each runs on its own, whatever the others do. Timeouts come before
+# republishes (a task past its queue timeout is not published again), lost
+# runs before them too (a new attempt is published by its move).
+KINDS: tuple[tuple[str, Callable[[Store], Tally]], ...] = (
+    ("forget_idempotency_keys", forget_idempotency_keys),
+    ("queue_timeout", fail_queue_timeouts),
+    ("recover_lease", recover_expired_leases),
+    ("republish", republish_stale),
+)
+
+
+# --- The loop ------------------------------------------------------------------------------
+
+
+def run_sweeper(store: Store, stop: threading.Event, totals: Tally | None = None) -> None:
     """Sweep every ``SWEEP_INTERVAL_SECONDS`` until ``stop`` is set (``tasks-core
-    sweeper``). A pass that fails is tried again on the next tick; an outage
-    (told by ``classify``, like the worker's and the API's) is a warning,
-    anything else an error with its traceback."""
+    sweeper``), adding each pass's counts to ``totals``. A kind of recovery
+    that fails (PostgreSQL down) is logged and tried again on the next tick."""
     interval = store.settings.sweep_interval_seconds
     log.info("sweeper started (every %ss)", interval)
     while not stop.is_set():
-        try:
-            sweep_once(store)
-        except Exception as exc:
-            if classify(exc) is DatabaseFailure.OUTAGE:
-                log.warning("sweep failed, database unavailable (%s); trying again", reason(exc))
-            else:  # not healed by waiting: a refused value or a bug, worth a traceback
-                log.error("sweep failed; trying again in %ss", interval, exc_info=True)
+        report = sweep_once(store)
+        if totals is not None:
+            totals.update(report.counts)
         stop.wait(interval)
     log.info("sweeper stopped")
 
 
-def start_in_thread(store: Store) -> tuple[threading.Thread, threading.Event]:
+def start_in_thread(
+    store: Store, totals: Tally | None = None
+) -> tuple[threading.Thread, threading.Event]:
     """A sweeper beside other work in this process (``tasks-core dev``)."""
     stop = threading.Event()
-    thread = threading.Thread(target=run_sweeper, args=(store, stop), name="sweeper", daemon=True)
+    thread = threading.Thread(
+        target=run_sweeper, args=(store, stop, totals), name="sweeper", daemon=True
+    )
     thread.start()
     return thread, stop

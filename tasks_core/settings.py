@@ -60,6 +60,22 @@ class Settings(BaseSettings):
         ge=1,
         description="Most children nested per task in one GET response.",
     )
+    tree_nodes_max: int = Field(
+        default=1000,
+        ge=1,
+        description=(
+            "Most tasks nested in one GET /v1/tasks/{id} answer, at every depth together; "
+            'past it the answer stops and says "truncated": true.'
+        ),
+    )
+    list_page_bytes_max: int = Field(
+        default=4_194_304,
+        ge=1,
+        description=(
+            "A page of GET /v1/tasks stops early (with its nextCursor) before passing this "
+            "many bytes of task JSON; it always holds at least one task."
+        ),
+    )
     queue_prefix: str = Field(default="tasks", description="First segment of every queue name.")
     log_level: str = Field(default="INFO", description="Log level of the service processes.")
 
@@ -91,6 +107,18 @@ class Settings(BaseSettings):
         gt=0,
         description="A task `created`/`queued` this long without running is published again.",
     )
+    republish_max_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Longest wait between two republishes of one task (the backoff doubles "
+        "from REPUBLISH_AFTER_SECONDS up to this).",
+    )
+    recovery_max_failures: int = Field(
+        default=5,
+        ge=1,
+        description="A task whose recovery by the sweeper fails this many times in a row "
+        "fails with recovery_failed.",
+    )
     outcome_retry_seconds: float = Field(
         default=60.0,
         ge=0,
@@ -101,6 +129,13 @@ class Settings(BaseSettings):
         ge=0,
         description="On SIGTERM, running tasks get this long to finish, then are handed back.",
     )
+    expose_tracebacks: bool = Field(
+        default=False,
+        description=(
+            "Put a failed handler's traceback into the task's event log; off, the log "
+            "keeps the exception's type and message and the traceback goes to the worker's log."
+        ),
+    )
     flow_max_steps: int = Field(default=10_000, ge=1, description="Most steps in one Flow.")
     flow_max_depth: int = Field(default=16, ge=1, description="Deepest nesting of Flows.")
     visibility_timeout_seconds: int = Field(
@@ -108,12 +143,54 @@ class Settings(BaseSettings):
         ge=1,
         description="Redis redelivers a message not acknowledged in this time.",
     )
+    max_timeout_seconds: float = Field(
+        default=86_400.0,
+        gt=0,
+        description=(
+            "Longest `timeoutSeconds` a task may have (a create above it is 422); workers "
+            "also stop any run at this age, whatever the task asked for."
+        ),
+    )
+    default_timeout_seconds: float = Field(
+        default=86_400.0,
+        gt=0,
+        description=(
+            "Run time a worker allows a task created without `timeoutSeconds` (the task "
+            "keeps showing null); capped by MAX_TIMEOUT_SECONDS."
+        ),
+    )
+    max_open_tasks_per_org: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Most tasks not yet finished (created, queued, running, waiting) one organization "
+            "may have; a create over it is 429 quota_exceeded (0 = no limit)."
+        ),
+    )
+    max_running_per_org: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Most tasks of one organization running at once on one queue; the others wait "
+            "their turn, queued (0 = no limit)."
+        ),
+    )
     rate_limit_per_minute: int = Field(
         default=0,
         ge=0,
         description=(
             "Requests per minute allowed to one API key, counted in Redis across every "
             "API process; over it is 429 rate_limited with Retry-After (0 = no limit)."
+        ),
+    )
+
+    unauthenticated_rate_limit_per_minute: int = Field(
+        default=600,
+        ge=0,
+        description=(
+            "Requests per minute without a valid API key (missing, malformed, unknown, "
+            "revoked) allowed from one client address, counted in Redis; over it is 429 "
+            "rate_limited with Retry-After (0 = no limit)."
         ),
     )
 

@@ -59,6 +59,7 @@ class MoveKind(StrEnum):
     HAND_BACK = "hand_back"  # a stopping worker returns its runs
     RECOVER_LEASE = "recover_lease"  # a run whose worker stopped renewing its lease
     QUEUE_TIMEOUT = "queue_timeout"  # waited longer than queueTimeoutSeconds
+    RECOVERY_FAILED = "recovery_failed"  # the sweeper could not recover it, time after time
     START_FLOW = "start_flow"  # a claimed Flow spawns its steps (or ends, with none)
     END_FLOW = "end_flow"  # a Flow's steps are done, or one failed it
     CANCEL = "cancel"  # a task and its subtree
@@ -88,6 +89,10 @@ RULES: dict[MoveKind, Rule] = {
     MoveKind.HAND_BACK: _rule({Status.RUNNING}, {Status.QUEUED}),
     MoveKind.RECOVER_LEASE: _rule({Status.RUNNING}, {Status.QUEUED, Status.FAILED}),
     MoveKind.QUEUE_TIMEOUT: _rule({Status.CREATED, Status.QUEUED}, {Status.FAILED}),
+    # What the sweeper recovers: waiting tasks (republish, queue timeout) and lost runs.
+    MoveKind.RECOVERY_FAILED: _rule(
+        {Status.CREATED, Status.QUEUED, Status.RUNNING}, {Status.FAILED}
+    ),
     MoveKind.START_FLOW: _rule({Status.RUNNING}, {Status.WAITING, Status.COMPLETED}),
     MoveKind.END_FLOW: _rule({Status.WAITING}, {Status.COMPLETED, Status.FAILED}),
     MoveKind.CANCEL: _rule(NON_TERMINAL_STATUSES, {Status.CANCELLED}),

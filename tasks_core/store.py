@@ -17,7 +17,10 @@ from tasks_core.errors import Conflict
 from tasks_core.publisher import CeleryPublisher, Publisher
 from tasks_core.settings import Settings
 from tasks_core.storage.db import make_engine
-from tasks_core.storage.errors import is_collision, is_stale_connection
+from tasks_core.storage.errors import is_collision, is_stale_connection, is_unavailable
+
+# is_unavailable is part of the Store's interface (the sweeper's recoveries use it).
+__all__ = ["ATTEMPTS", "Store", "is_unavailable", "store_from_settings"]
 
 log = logging.getLogger(__name__)
 

@@ -41,8 +41,11 @@ class Role:
     doc: str | None = None
 
 
-def _field(**role: Any) -> Any:
-    return field(metadata={"role": Role(**role)})
+_REQUIRED: Any = dataclasses.MISSING
+
+
+def _field(default: Any = _REQUIRED, **role: Any) -> Any:
+    return field(default=default, metadata={"role": Role(**role)})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +94,13 @@ class TaskRecord:
     open_steps: int | None = _field(out=False)
     # A queued retry may not run before this (its backoff); the sweeper waits too.
     available_at: datetime | None = _field(out=False)
+    # How many times the sweeper's recovery of the task failed in a row; at
+    # RECOVERY_MAX_FAILURES the task fails `recovery_failed`.
+    recovery_failures: int = _field(0, out=False)
+    # Times the sweeper published the task again in its current wait, and when
+    # it may next (None: REPUBLISH_AFTER_SECONDS after the task's last change).
+    republishes: int = _field(0, out=False)
+    republish_at: datetime | None = _field(None, out=False)
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> TaskRecord:

@@ -46,23 +46,39 @@ __all__ = [
 ]
 
 
-def claim_task(store: Store, task_id: uuid.UUID, *, worker: str) -> TaskRecord | None:
+def claim_task(
+    store: Store, task_id: uuid.UUID, *, worker: str, queue: str | None = None
+) -> TaskRecord | None:
     """Move a waiting task to `running` as a new attempt, with a fresh lease.
 
-    None means the task is not waiting to run (already claimed, finished or
-    cancelled): the delivery is a duplicate or late and must be dropped.
+    None means the task is not to run here now: it is not waiting (already
+    claimed, finished or cancelled: a duplicate or late delivery), it waits
+    on another queue than ``queue`` (the message's, left behind by a change
+    of executorId), or its organization has MAX_RUNNING_PER_ORG tasks
+    running on this queue (it is published again later). The delivery is
+    dropped.
     """
-    return claim_tasks(store, [task_id], worker=worker).get(task_id)
+    return claim_tasks(store, [task_id], worker=worker, queue=queue).get(task_id)
 
 
 def claim_tasks(
-    store: Store, task_ids: Sequence[uuid.UUID], *, worker: str
+    store: Store, task_ids: Sequence[uuid.UUID], *, worker: str, queue: str | None = None
 ) -> dict[uuid.UUID, TaskRecord]:
     """Claim each of ``task_ids`` that waits to run; the runs claimed, by task.
 
     The claim commits without waiting for the WAL flush: a database crash can
-    only undo it, and the task then runs again."""
-    move = Claim(tuple(task_ids), worker=worker, lease_seconds=store.settings.lease_seconds)
+    only undo it, and the task then runs again. With MAX_RUNNING_PER_ORG it
+    is a transaction (lock, claim, wait of the rest), committed as any other."""
+    settings = store.settings
+    move = Claim(
+        tuple(task_ids),
+        worker=worker,
+        lease_seconds=settings.lease_seconds,
+        queue=queue,
+        prefix=settings.queue_prefix,
+        max_running=settings.max_running_per_org,
+        wait_seconds=settings.heartbeat_seconds,
+    )
     return dict(execute(store, move, relaxed=True).tasks)
 
 

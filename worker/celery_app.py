@@ -90,7 +90,10 @@ def process_store() -> Store:
 def _run(self: Task, task_id: str) -> None:
     from worker.runner import run_task
 
-    run_task(process_store(), task_id, node=self.request.hostname)
+    # The queue the message came from: the claim refuses a task that waits on
+    # another one now (its executorId was changed after it was published).
+    queue = (self.request.delivery_info or {}).get("routing_key")
+    run_task(process_store(), task_id, node=self.request.hostname, queue=queue)
 
 
 def _in_pool_child(**_: Any) -> None:

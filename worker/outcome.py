@@ -55,17 +55,22 @@ def from_result(result: Any, *, max_bytes: int | None = None) -> Decision:
     return Decision(Outcome(status=Status.COMPLETED, output=result), retryable=False)
 
 
-def from_exception(exc: BaseException) -> Decision:
-    """A handler raised: a failure (or a cancel), with the traceback kept for the log."""
+def from_exception(exc: BaseException, *, expose_traceback: bool = False) -> Decision:
+    """A handler raised: a failure (or a cancel). The event log names the
+    exception's type; its traceback (file paths, source lines, SQL text) is
+    the worker's to log, and goes into the event log only with
+    ``expose_traceback`` (``EXPOSE_TRACEBACKS``), since tenants read that log."""
     if isinstance(exc, Cancelled):
         return Decision(Outcome(status=Status.CANCELLED), retryable=False)
     if isinstance(exc, TimedOut):
         return timed_out()
-    trace = "".join(traceback.format_exception(exc))
+    shown: dict[str, Any] = {"exception": type(exc).__name__}
+    if expose_traceback:
+        shown["traceback"] = "".join(traceback.format_exception(exc))
     if isinstance(exc, TaskError):
-        return _failure(exc.code, exc.message, retryable=exc.retryable, trace=trace)
+        return _failure(exc.code, exc.message, retryable=exc.retryable, shown=shown)
     message = str(exc) or type(exc).__name__
-    return _failure(_code_of(exc), message, retryable=True, trace=trace)
+    return _failure(_code_of(exc), message, retryable=True, shown=shown)
 
 
 def timed_out(seconds: float | None = None) -> Decision:
@@ -90,9 +95,11 @@ def failure(code: str, message: str, *, retryable: bool) -> Decision:
     return _failure(code, message, retryable=retryable)
 
 
-def _failure(code: str, message: str, *, retryable: bool, trace: str | None = None) -> Decision:
+def _failure(
+    code: str, message: str, *, retryable: bool, shown: dict[str, Any] | None = None
+) -> Decision:
     errors = [{"code": code, "message": message[:MAX_MESSAGE]}]
-    detail = {"error": code, "traceback": trace} if trace else {"error": code}
+    detail = {"error": code, **(shown or {})}
     return Decision(Outcome(status=Status.FAILED, errors=errors, detail=detail), retryable)
 
 

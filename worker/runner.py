@@ -27,7 +27,7 @@ from tasks_core.task import TaskRecord
 from tasks_core.worker_protocol import claim_task, finish_task, retry_task
 from worker import outcome
 from worker.context import TaskContext
-from worker.errors import UNKNOWN_KIND
+from worker.errors import UNKNOWN_KIND, Cancelled, TimedOut
 from worker.flow_kind import run_flow
 from worker.registry import registry
 from worker.supervisor import Supervisor, hard_stop
@@ -41,30 +41,51 @@ def worker_name(node: str | None = None) -> str:
     return f"{node or socket.gethostname()}:{os.getpid()}"
 
 
-def run_task(store: Store, task_id: str, *, node: str | None = None) -> TaskRecord | None:
-    """Run the task a message points at; returns the task as finished (or
-    handed back for a retry), None when nothing was run or the result was fenced off."""
+def run_task(
+    store: Store, task_id: str, *, node: str | None = None, queue: str | None = None
+) -> TaskRecord | None:
+    """Run the task a message (from ``queue``, if known) points at; returns
+    the task as finished (or handed back for a retry), None when nothing was
+    run or the result was fenced off."""
     try:
         tid = uuid.UUID(task_id)
     except (ValueError, TypeError):
         log.error("dropping a message with an invalid task id %r", task_id)
         return None
     name = worker_name(node)
-    task = claim_task(store, tid, worker=name)
+    task = claim_task(store, tid, worker=name, queue=queue)
     if task is None:
-        log.info("task %s is not waiting to run: duplicate or late delivery dropped", task_id)
+        log.info(
+            "task %s is not waiting to run here now: duplicate or late delivery dropped "
+            "(or a message left on its old queue, or its organization at its running limit)",
+            task_id,
+        )
         return None
     if task.kind == FLOW_KIND:
         return run_flow(store, task, worker=name)
     ctx = TaskContext(task, store=store, logger=logging.getLogger(f"tasks.{task.kind}"))
-    with Supervisor(store, task, ctx, on_unresponsive=lambda s: _unresponsive(store, task, s)):
-        decision = execute(ctx, max_output_bytes=store.settings.max_output_bytes)
+    supervisor = Supervisor(
+        store, task, ctx, on_unresponsive=lambda s: _unresponsive(store, task, s)
+    )
+    with supervisor:
+        decision = execute(
+            ctx,
+            max_output_bytes=store.settings.max_output_bytes,
+            expose_tracebacks=store.settings.expose_tracebacks,
+        )
+    if supervisor.lease_lost:
+        log.warning(
+            "task %s attempt %s stopped: lease lost; outcome dropped", task.id, task.attempt
+        )
+        return None
     if ctx.timed_out:
-        decision = outcome.timed_out(task.timeout_seconds)
+        decision = outcome.timed_out(supervisor.timeout)
     return record(store, task, decision, worker=name)
 
 
-def execute(ctx: TaskContext, *, max_output_bytes: int | None = None) -> outcome.Decision:
+def execute(
+    ctx: TaskContext, *, max_output_bytes: int | None = None, expose_tracebacks: bool = False
+) -> outcome.Decision:
     """Call the handler of the task's kind and turn what it did into a decision."""
     fn = registry.handlers.get(ctx.task.kind)
     if fn is None:
@@ -76,8 +97,11 @@ def execute(ctx: TaskContext, *, max_output_bytes: int | None = None) -> outcome
         )
     try:
         result = fn(ctx)
-    except Exception as exc:  # noqa: BLE001 - every handler failure becomes the task's errors
-        return outcome.from_exception(exc)
+    except Exception as exc:  # every handler failure becomes the task's errors
+        if not isinstance(exc, Cancelled | TimedOut):
+            # The traceback is for the operator: tenants see the type and message.
+            log.error("task %s: its handler raised", ctx.task.id, exc_info=exc)
+        return outcome.from_exception(exc, expose_traceback=expose_tracebacks)
     return outcome.from_result(result, max_bytes=max_output_bytes)
 
 
@@ -134,6 +158,6 @@ def _record_once(
 
 def _unresponsive(store: Store, task: TaskRecord, supervisor: Supervisor) -> None:
     """The handler ignored a stop request for the whole grace period."""
-    if supervisor.timed_out:
-        record(store, task, outcome.timed_out(task.timeout_seconds), worker=worker_name())
+    if supervisor.timed_out and not supervisor.lease_lost:
+        record(store, task, outcome.timed_out(supervisor.timeout), worker=worker_name())
     hard_stop(task.id)

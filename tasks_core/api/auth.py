@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from tasks_core.api.ratelimit import enforce_rate_limit
+from tasks_core.api.ratelimit import enforce_rate_limit, enforce_unauthenticated_limit
 from tasks_core.errors import Unauthorized
 from tasks_core.records import Caller
 from tasks_core.storage.keys import authenticate
@@ -27,22 +27,38 @@ def get_caller(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
     """The organization and key of the request; 401 without a valid key, 429
-    when the key is over ``RATE_LIMIT_PER_MINUTE``.
+    when the key is over ``RATE_LIMIT_PER_MINUTE``, or when its address sent
+    more than ``UNAUTHENTICATED_RATE_LIMIT_PER_MINUTE`` requests without a valid key.
 
-    The limit is counted only after authentication: it is per key, and a
-    stranger's bad keys must not use up a customer's allowance. With the
-    limit off (0) nothing beyond the one SQL lookup happens."""
-    if credentials is None or not credentials.credentials:
-        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    The per-key limit is counted only after authentication: it is per key, and
+    a stranger's bad keys must not use up a customer's allowance. A refused
+    request costs one Redis round trip, never another SQL lookup. With the
+    limits off (0) nothing beyond the one SQL lookup happens."""
     store = get_store(request)
+    if credentials is None or not credentials.credentials:
+        _refuse(request, store, "missing API key: send 'Authorization: Bearer <key>'")
     with store.statement() as conn:
         caller = authenticate(conn, credentials.credentials)
     if caller is None:
-        raise Unauthorized("the API key is unknown, revoked or expired")
+        _refuse(request, store, "the API key is unknown, revoked or expired")
     limit = store.settings.rate_limit_per_minute
     if limit > 0:
         enforce_rate_limit(store.settings.redis_url, caller.key_id, limit)
     return caller
+
+
+def _refuse(request: Request, store: Store, message: str) -> NoReturn:
+    """401, or 429 once the client's address is over its limit of refused requests.
+
+    The address is the connection's peer as the server reports it: behind a
+    proxy, uvicorn's ``--proxy-headers`` and ``--forwarded-allow-ips`` decide
+    whether that is the proxy or the client it forwards for; a header sent by
+    the client itself (X-Forwarded-For) is never trusted here."""
+    limit = store.settings.unauthenticated_rate_limit_per_minute
+    if limit > 0:
+        address = request.client.host if request.client else "unknown"
+        enforce_unauthenticated_limit(store.settings.redis_url, address, limit)
+    raise Unauthorized(message)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -26,6 +26,8 @@ STATUS_OF: dict[type[errors.TasksError], int] = {
     errors.ValidationFailed: 422,
     errors.Unauthorized: 401,
     errors.RateLimited: 429,
+    errors.QuotaExceeded: 429,
+    errors.ExecutorNotAllowed: 403,
     errors.Unavailable: 503,
 }
 
@@ -85,7 +87,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.TasksError)
     async def _domain(_: Request, exc: errors.TasksError) -> JSONResponse:
         status = next((s for cls, s in STATUS_OF.items() if isinstance(exc, cls)), 400)
-        if isinstance(exc, errors.RateLimited):
+        if isinstance(exc, errors.RateLimited | errors.QuotaExceeded):
             return error_response(
                 429, exc.code, exc.message, **{"Retry-After": str(exc.retry_after)}
             )

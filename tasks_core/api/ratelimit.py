@@ -1,4 +1,5 @@
-"""Per-API-key rate limiting: a fixed one-minute window counted in Redis.
+"""Rate limiting per API key, and per client address for requests without a
+valid key: a fixed one-minute window counted in Redis.
 
 Why Redis: the limit is per key, not per process. Every API process (uvicorn
 workers, replicas) must add to the same count, and the broker's Redis is
@@ -61,8 +62,9 @@ class RateLimiter:
         # or one fewer request tries Redis during an outage.
         self._bypass_until = 0.0
 
-    def check(self, key_id: str, limit: int) -> None:
-        """Count one request of ``key_id``; raise RateLimited when over ``limit``.
+    def check(self, key_id: str, limit: int, *, who: str = "this API key") -> None:
+        """Count one request of ``key_id``; raise RateLimited when over ``limit``
+        (``who`` names the counted party in the message).
 
         Lets the request through (and logs a warning) when Redis fails."""
         if self._monotonic() < self._bypass_until:
@@ -90,8 +92,7 @@ class RateLimiter:
         if int(count) > limit:
             retry_after = max(1, math.ceil(window_start + WINDOW_SECONDS - now))
             raise RateLimited(
-                f"this API key made more than {limit} requests this minute; "
-                f"retry in {retry_after} s",
+                f"{who} made more than {limit} requests this minute; retry in {retry_after} s",
                 retry_after=retry_after,
             )
 
@@ -124,3 +125,15 @@ def limiter_for(redis_url: str) -> RateLimiter:
 def enforce_rate_limit(redis_url: str, key_id: uuid.UUID, limit: int) -> None:
     """Count this request against its key; raise RateLimited (429) when over ``limit``."""
     limiter_for(redis_url).check(str(key_id), limit)
+
+
+def enforce_unauthenticated_limit(redis_url: str, address: str, limit: int) -> None:
+    """Count a request without a valid key against its client address; raise
+    RateLimited (429) when over ``limit``.
+
+    Counted apart from the keys' (``ratelimit:anon:<address>:<window>``), so a
+    stranger's bad keys never use up a customer's allowance, and only once the
+    request is refused, so a valid key never pays for it."""
+    limiter_for(redis_url).check(
+        f"anon:{address}", limit, who="this address, without a valid API key,"
+    )

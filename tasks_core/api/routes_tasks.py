@@ -14,6 +14,7 @@ from tasks_core.api.schemas import (
     TaskCreate,
     TaskOut,
     TaskPageOut,
+    TaskTreeOut,
     TaskUpdate,
     event_out,
     task_out,
@@ -62,7 +63,7 @@ def create(
     return JSONResponse(task_out(task), status_code=201, headers=headers)
 
 
-@router.get("/{taskId}", response_model=TaskOut, summary="Get task")
+@router.get("/{taskId}", response_model=TaskTreeOut, summary="Get task")
 def get(
     *,
     task_id: TaskIdPath,
@@ -72,10 +73,15 @@ def get(
         int, Query(ge=0, description="Levels of children to nest (max DEPTH_MAX).")
     ] = 1,
 ) -> JSONResponse:
-    """A task with `depth` levels of children nested (oldest first)."""
+    """A task with `depth` levels of children nested (oldest first), at most
+    TREE_NODES_MAX in all; `"truncated": true` says some were left out."""
     if depth > store.settings.depth_max:
         raise ValidationFailed(f"depth must be at most {store.settings.depth_max}")
-    return JSONResponse(task_out(get_task_tree(store, caller, task_id, depth=depth)))
+    tree = get_task_tree(store, caller, task_id, depth=depth)
+    body = task_out(tree.task)
+    if tree.truncated:
+        body["truncated"] = True
+    return JSONResponse(body)
 
 
 @router.put("/{taskId}", response_model=TaskOut, summary="Update task")

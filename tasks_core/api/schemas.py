@@ -100,7 +100,12 @@ class TaskCreate(WireModel):
         default=1, ge=1, le=100, description="Runs allowed before a failure is final (retries + 1)."
     )
     timeout_seconds: Seconds | None = Field(
-        default=None, gt=0, le=604_800, description="A run longer than this fails with `timeout`."
+        default=None,
+        gt=0,
+        description=(
+            "A run longer than this fails with `timeout` (at most MAX_TIMEOUT_SECONDS; "
+            "without it a run may last DEFAULT_TIMEOUT_SECONDS)."
+        ),
     )
     queue_timeout_seconds: Seconds | None = Field(
         default=None,
@@ -215,6 +220,18 @@ if TYPE_CHECKING:
 else:
     TaskOut = _task_out_model()
     TaskOut.model_rebuild()  # its children are TaskOut too
+
+
+class TaskTreeOut(TaskOut):
+    """The answer of ``GET /v1/tasks/{taskId}``: a Task, and (beyond the
+    reference) ``truncated`` when children were left out."""
+
+    truncated: bool | None = Field(
+        default=None,
+        description="Present (true) only when the answer left children out: past "
+        "TREE_NODES_MAX nested tasks in all, or CHILDREN_MAX under one task. Read the "
+        "rest with GET /v1/tasks?parentId=<id>, or a subtree by its own id.",
+    )
 
 
 class TaskPageOut(BaseModel):

@@ -15,8 +15,9 @@ is false, as one autocommitted statement) and publish after commit; see
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection
 
@@ -26,6 +27,7 @@ from tasks_core.lifecycle import flow_engine, flow_statements, statements
 from tasks_core.lifecycle.flow_engine import Ended, ParentFlow
 from tasks_core.lifecycle.moves import (
     QUEUE_TIMEOUT,
+    RECOVERY_FAILED,
     WORKER_LOST,
     Applied,
     Attempt,
@@ -33,6 +35,7 @@ from tasks_core.lifecycle.moves import (
     Claim,
     Create,
     EndFlow,
+    FailRecovery,
     Finish,
     FlowEnd,
     FlowStart,
@@ -80,12 +83,35 @@ def hold_expired_runs(conn: Connection, *, batch: int, hold_seconds: float) -> l
     return statements.hold_expired(conn, batch=batch, hold=hold_seconds)
 
 
+def count_recovery_failures(
+    conn: Connection, errors: Mapping[uuid.UUID, str], *, action: str, actor: str
+) -> dict[uuid.UUID, int]:
+    """One more failed recovery of each task (not a move: the status stays),
+    logged with its error; returns the failures in a row each task has now."""
+    return statements.count_recovery_failures(conn, errors, action=action, actor=actor)
+
+
+def hold_runs(
+    conn: Connection, task_ids: Sequence[uuid.UUID], *, hold_seconds: float
+) -> list[TaskRecord]:
+    """Like :func:`hold_expired_runs`, for named runs (those still expired)."""
+    return statements.hold_named(conn, task_ids, hold=hold_seconds)
+
+
+def restart_backoffs(conn: Connection) -> int:
+    """The broker lost its messages: every waiting task may be published again
+    now, whatever its backoff (not a move: no status changes)."""
+    return statements.restart_backoffs(conn)
+
+
 def needs_transaction(move: Move) -> bool:
     """Whether the move takes more than one statement (and so a transaction)."""
     match move:
         case Finish():
             return any(r.attempt.is_step for r in move.results)
-        case Create() | MarkQueued() | Republish() | Claim() | Retry() | HandBack():
+        case Claim():
+            return move.max_running > 0  # the share's lock, the claim, the rest's wait
+        case Create() | MarkQueued() | Republish() | Retry() | HandBack():
             return False
         case _:
             return True
@@ -100,16 +126,17 @@ def apply(conn: Connection, move: Move, *, locked: Locked | None = None) -> Appl
         case MarkQueued():
             return _named(statements.mark_queued(conn, move.task_ids, actor=move.actor))
         case Republish():
-            return Applied(moved=statements.republish(conn, move.task_ids, actor=move.actor))
-        case Claim():
-            claimed = statements.claim(
+            published = statements.republish(
                 conn,
                 move.task_ids,
-                worker=move.worker,
-                lease=move.lease_seconds,
+                move.deferred,
+                after=move.after_seconds,
+                most=move.max_seconds,
                 actor=move.actor,
             )
-            return _named(claimed)
+            return Applied(moved=published)
+        case Claim():
+            return _claim(conn, move)
         case Finish():
             return _finish(conn, move, held)
         case Retry():
@@ -121,6 +148,8 @@ def apply(conn: Connection, move: Move, *, locked: Locked | None = None) -> Appl
             return _recover(conn, move, held)
         case QueueTimeout():
             return _queue_timeout(conn, move, held)
+        case FailRecovery():
+            return _fail_recovery(conn, move, held)
         case StartFlow():
             return _start_flows(conn, move, held)
         case EndFlow():
@@ -161,6 +190,35 @@ def _ended(conn: Connection, ended: Sequence[Ended], *, actor: str) -> list[Publ
         [e for e in ended if is_terminal(Status(e.status)) and e.parent_id not in moved],
         actor=actor,
     )
+
+
+def _claim(conn: Connection, move: Claim) -> Applied:
+    """Claim the tasks; with a running limit, under the lock of each task's
+    (organization, queue), and the tasks with no room left wait their turn."""
+    fair = move.max_running > 0
+    if fair:
+        statements.lock_shares(conn, move.task_ids)
+    claimed = statements.claim(
+        conn,
+        move.task_ids,
+        worker=move.worker,
+        lease=move.lease_seconds,
+        actor=move.actor,
+        queue=move.queue,
+        prefix=move.prefix,
+        max_running=move.max_running,
+    )
+    if not fair:
+        return _named(claimed)
+    taken = {t.id for t in claimed}
+    waiting = statements.wait_turn(
+        conn,
+        [i for i in move.task_ids if i not in taken],
+        queue=move.queue,
+        prefix=move.prefix,
+        base=move.wait_seconds,
+    )
+    return _named(claimed, publish=[Publish(t, countdown=wait) for t, wait in waiting])
 
 
 def _finish(conn: Connection, move: Finish, held: Locked) -> Applied:
@@ -204,8 +262,10 @@ def _recover(conn: Connection, move: RecoverLease, held: Locked) -> Applied:
     _lock(conn, held, [e.attempt.task_id for e in lost if e.attempt.is_step])
     requeued = []
     if again:
-        rows = [{"id": e.attempt.task_id, "attempt": e.attempt.number} for e in again]
-        requeued = statements.requeue_lost(conn, rows, actor=move.actor)
+        runs = [
+            {"id": e.attempt.task_id, "attempt": e.attempt.number, "lease": e.lease} for e in again
+        ]
+        requeued = statements.requeue_lost(conn, runs, actor=move.actor)
     failed: list[TaskRecord] = []
     if lost:
         rows = [
@@ -222,6 +282,7 @@ def _recover(conn: Connection, move: RecoverLease, held: Locked) -> Applied:
                     }
                 ],
                 "detail": {"attempt": e.attempt.number, "reason": WORKER_LOST},
+                "lease": e.lease,
             }
             for e in lost
         ]
@@ -236,6 +297,27 @@ def _queue_timeout(conn: Connection, move: QueueTimeout, held: Locked) -> Applie
         {"code": QUEUE_TIMEOUT, "message": "no worker took the task within its queueTimeoutSeconds"}
     ]
     failed = statements.queue_timeout(conn, move.task_ids, errors, actor=move.actor)
+    return Applied(publish=tuple(_ended(conn, failed, actor=move.actor)), moved=len(failed))
+
+
+def _fail_recovery(conn: Connection, move: FailRecovery, held: Locked) -> Applied:
+    _lock(conn, held, [t.task_id for t in move.tasks if t.is_step])
+    rows = [
+        {
+            "id": t.task_id,
+            "lease": t.lease,
+            "errors": [
+                {
+                    "code": RECOVERY_FAILED,
+                    "message": f"the sweeper failed {move.max_failures} times in a row to "
+                    f"{t.action.replace('_', ' ')} the task; last error: {t.error}",
+                }
+            ],
+            "detail": {"reason": RECOVERY_FAILED, "action": t.action},
+        }
+        for t in move.tasks
+    ]
+    failed = statements.fail_recovery(conn, rows, max_failures=move.max_failures, actor=move.actor)
     return Applied(publish=tuple(_ended(conn, failed, actor=move.actor)), moved=len(failed))
 
 
@@ -320,4 +402,20 @@ def _update(conn: Connection, move: Update, held: Locked) -> Applied:
     if len(changed) != len(move.changes):
         raise InvalidTransition("a task changed status while it was being updated; retry")
     ended = [task for task, before in changed if task.status is not before]
-    return _named([task for task, _ in changed], publish=_ended(conn, ended, actor=move.actor))
+    requeued = {c.task_id for c in move.changes if c.requeue}
+    moved = [
+        _republish(task)
+        for task, _ in changed
+        if task.id in requeued and task.status in (Status.CREATED, Status.QUEUED)
+    ]
+    return _named(
+        [task for task, _ in changed], publish=[*moved, *_ended(conn, ended, actor=move.actor)]
+    )
+
+
+def _republish(task: TaskRecord) -> Publish:
+    """A waiting task on its new queue, no sooner than a retry's backoff allows."""
+    wait = None
+    if task.available_at is not None:
+        wait = (task.available_at - datetime.now(UTC)).total_seconds()
+    return Publish(task, countdown=wait if wait is not None and wait > 0 else None)

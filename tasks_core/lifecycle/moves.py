@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from tasks_core.flow_definitions import Step
@@ -51,6 +52,7 @@ WORKER_LOST = "worker_lost"
 QUEUE_TIMEOUT = "queue_timeout"
 STEP_FAILED = "step_failed"
 TOO_LARGE = "too_large"  # a step's resolved input, or a Flow's output, over its limit
+RECOVERY_FAILED = "recovery_failed"
 
 
 def _check_targets(kind: MoveKind, statuses: list[Status]) -> None:
@@ -81,21 +83,36 @@ class MarkQueued:
 
 @dataclass(frozen=True, slots=True)
 class Republish:
-    """Tasks published again after waiting too long: their clock is re-armed
-    and a `created` one becomes `queued`."""
+    """Tasks published again after waiting too long: a `created` one becomes
+    `queued`, and each backs off (``after_seconds``, doubled for each republish
+    of this wait, up to ``max_seconds``) before the next. ``deferred`` tasks
+    were not published (their queue holds messages enough) and only back off."""
 
     task_ids: tuple[uuid.UUID, ...]
     actor: str
+    after_seconds: float = 60.0
+    max_seconds: float = 3600.0
+    deferred: tuple[uuid.UUID, ...] = ()
     kind = MoveKind.REPUBLISH
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """A worker starts a new attempt of each task, with a lease."""
+    """A worker starts a new attempt of each task, with a lease.
+
+    With ``queue`` (the one the message came from, named with ``prefix``),
+    only a task that waits on that queue is claimed. With ``max_running``
+    (MAX_RUNNING_PER_ORG), an organization runs at most that many tasks on
+    one queue: a task over it stays waiting and is published again later
+    (after at least ``wait_seconds``), its turn to come."""
 
     task_ids: tuple[uuid.UUID, ...]
     worker: str
     lease_seconds: float
+    queue: str | None = None
+    prefix: str = "tasks"
+    max_running: int = 0
+    wait_seconds: float = 1.0
     kind = MoveKind.CLAIM
 
     @property
@@ -154,10 +171,17 @@ class HandBack:
 
 @dataclass(frozen=True, slots=True)
 class Expired:
-    """A run whose lease ran out, and how many attempts its task may have."""
+    """A run whose lease ran out, how many attempts its task may have, and its
+    lease as the sweeper saw it: a run renewed since is not recovered."""
 
     attempt: Attempt
     max_attempts: int
+    lease: datetime | None
+
+    @classmethod
+    def of(cls, run: TaskRecord) -> Expired:
+        """A held run, as :func:`tasks_core.lifecycle.engine.hold_expired_runs` returned it."""
+        return cls(Attempt.of(run), run.max_attempts, run.lease_expires_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +201,29 @@ class QueueTimeout:
     task_ids: tuple[uuid.UUID, ...]
     actor: str
     kind = MoveKind.QUEUE_TIMEOUT
+
+
+@dataclass(frozen=True, slots=True)
+class Unrecoverable:
+    """A task whose recovery (``action``) kept failing, its lease as the sweeper
+    saw it (None for a waiting task), and the last error."""
+
+    task_id: uuid.UUID
+    lease: datetime | None
+    action: str
+    error: str
+    is_step: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FailRecovery:
+    """Tasks whose recovery by the sweeper failed ``max_failures`` times in a
+    row fail with ``recovery_failed`` (a Flow's step fails its Flow)."""
+
+    tasks: tuple[Unrecoverable, ...]
+    max_failures: int
+    actor: str
+    kind = MoveKind.RECOVERY_FAILED
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +286,9 @@ class Change:
     task_id: uuid.UUID
     fields: Mapping[str, Any]
     status: Status | None = None
+    # Its queue changed (a new executorId): a task still waiting is published
+    # on the new one (the claim refuses its message on the old one).
+    requeue: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +315,7 @@ Move = (
     | HandBack
     | RecoverLease
     | QueueTimeout
+    | FailRecovery
     | StartFlow
     | EndFlow
     | Cancel

@@ -116,6 +116,17 @@ def locked(kind: MoveKind, *, keys: str | None, fence: bool = False, where: str 
     ) AS t"""
 
 
+def progress(kind: MoveKind) -> str:
+    """What every status move resets: the sweeper's count of failed recoveries
+    (a move is progress; the move that gives up on a task keeps it), and, for a
+    move into a wait (a retry, a hand-back, a lost run's new attempt), the
+    republish backoff, which starts afresh."""
+    sets = [] if kind is MoveKind.RECOVERY_FAILED else ["recovery_failures = 0"]
+    if RULES[kind].targets & {Status.CREATED, Status.QUEUED}:
+        sets += ["republishes = 0", "republish_at = NULL"]
+    return "".join(f", {s}" for s in sets)
+
+
 def by_key(relation: str, *, alias: str = "t", column: str = "id") -> str:
     """A condition that reaches each task of ``relation`` (its ``column``)
     through the primary key, whatever the statistics (an array made by a
@@ -148,7 +159,7 @@ def move(
 WITH {"RECURSIVE " if recursive else ""}{inputs}old AS (
     {locked(kind, keys=keys, fence=fence, where=where)}
 ), moved AS (
-    UPDATE tasks t SET status = {status}, {timestamps(status, kind)}{sets}
+    UPDATE tasks t SET status = {status}, {timestamps(status, kind)}{progress(kind)}{sets}
     FROM old {using}
     WHERE {by_key("old")} AND t.id = old.id
     RETURNING {returning}, old.status AS from_status, {detail} AS event_detail
@@ -175,17 +186,30 @@ def recordset(name: str, columns: str) -> str:
     return f"{name} AS (SELECT * FROM jsonb_to_recordset(:{name}) AS {name}({columns})), "
 
 
+# A run's lease as the sweeper saw it (rows with ``lease``): a run renewed since
+# has a later one, and is left alone.
+LEASE_FENCE = "t.lease_expires_at IS NOT DISTINCT FROM k.lease"
+
+
 def fenced(
-    kind: MoveKind, *, status: str, sets: str, columns: str = "", detail: str = "NULL::jsonb"
+    kind: MoveKind,
+    *,
+    status: str,
+    sets: str,
+    columns: str = "",
+    detail: str = "NULL::jsonb",
+    where: str = "",
 ) -> str:
     """A move of runs, given as rows ``r`` (``id uuid, attempt int, ...``):
-    each applies only while its task is still at the run's attempt."""
+    each applies only while its task is still at the run's attempt (and
+    ``where`` holds, with ``k`` the row)."""
     return move(
         kind,
         status=status,
         inputs=recordset("r", "id uuid, attempt int" + (f", {columns}" if columns else "")),
         keys="SELECT * FROM r",
         fence=True,
+        where=where,
         using="JOIN r ON r.id = old.id",
         sets=sets,
         detail=detail,

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Row, text
 
 from tasks_core.lifecycle.sql import (
     IDS,
+    LEASE_FENCE,
     TERMINAL,
     by_key,
     events,
@@ -24,22 +25,91 @@ from tasks_core.lifecycle.sql import (
     locked,
     move,
     records,
+    recordset,
     timestamps,
 )
-from tasks_core.status import MoveKind, Status
-from tasks_core.storage.db import as_ids, json_ids, statement
+from tasks_core.status import RULES, MoveKind, Status
+from tasks_core.storage.db import as_ids, json_ids, sql_list, statement
 from tasks_core.task import INSERT_COLUMNS, MAX_TREE_DEPTH, MUTABLE_FIELDS, TaskRecord
 
 _MARK_QUEUED = statement(move(MoveKind.MARK_QUEUED, status="'queued'", keys=IDS), "ids")
 
+# The queue a task waits on (tasks_core.queues.queue_name, in SQL).
+_QUEUE = ":prefix || '.' || t.kind || coalesce('@' || t.executor_id, '')"
+
+# A claim takes a task only from the queue it waits on now: a message left on
+# its old queue by a PUT of executorId is refused there (the PUT published it
+# on the new one). Without :queue (a caller that is no worker) any queue.
+_ON_QUEUE = f"(CAST(:queue AS text) IS NULL OR {_QUEUE} = :queue)"
+
+# The organization and queue whose running tasks MAX_RUNNING_PER_ORG counts.
+_SHARE = "t.organization_id, t.kind, t.executor_id"
+
+# With MAX_RUNNING_PER_ORG: the named tasks that fit under it, each counted
+# after the ones of its share before it in the same claim. The claim holds
+# the share's lock (_LOCK_SHARES), so no concurrent claim counts meanwhile.
+_FITTING = f"""SELECT f.id FROM (
+    SELECT t.id, row_number() OVER (PARTITION BY {_SHARE} ORDER BY t.id) AS n,
+        (SELECT count(*) FROM (
+            SELECT 1 FROM tasks r
+            WHERE r.organization_id = t.organization_id AND r.kind = t.kind
+              AND r.status = '{Status.RUNNING.value}'
+              AND (r.executor_id = t.executor_id
+                   OR (r.executor_id IS NULL AND t.executor_id IS NULL))
+            LIMIT :max_running
+        ) AS c) AS running
+    FROM ({IDS}) AS k CROSS JOIN LATERAL (
+        SELECT t.* FROM tasks t
+        WHERE t.id = k.id AND t.status IN {sql_list(RULES[MoveKind.CLAIM].sources)} OFFSET 0
+    ) AS t
+) AS f WHERE f.running + f.n <= :max_running"""
+
+_CLAIM_SETS = (
+    ", attempt = t.attempt + 1, worker = :worker,"
+    " lease_expires_at = now() + make_interval(secs => :lease)"
+)
 _CLAIM = statement(
-    move(
-        MoveKind.CLAIM,
-        status="'running'",
-        keys=IDS,
-        sets=", attempt = t.attempt + 1, worker = :worker,"
-        " lease_expires_at = now() + make_interval(secs => :lease)",
-    ),
+    move(MoveKind.CLAIM, status="'running'", keys=IDS, where=_ON_QUEUE, sets=_CLAIM_SETS),
+    "ids",
+)
+_FAIR_CLAIM = statement(
+    move(MoveKind.CLAIM, status="'running'", keys=_FITTING, where=_ON_QUEUE, sets=_CLAIM_SETS),
+    "ids",
+)
+
+# Transaction locks of the shares of the named tasks, in one order (so two
+# claims can not deadlock); a hash collision only makes two shares take turns.
+_LOCK_SHARES = statement(
+    f"""
+SELECT pg_advisory_xact_lock(s.key) FROM (
+    SELECT DISTINCT hashtextextended(
+        t.organization_id::text || ' ' || t.kind || '@' || coalesce(t.executor_id, ''), 0
+    ) AS key
+    FROM tasks t WHERE t.id = ANY({json_ids("ids")})
+    ORDER BY key
+) AS s
+""",
+    "ids",
+)
+
+# Not a move (the task stays waiting): a task a fair claim had no room for
+# waits a while before its message comes back, longer the longer it has
+# waited (a quarter of its age, from one heartbeat up to _WAIT_MAX), so a
+# large backlog is looked at less and less often. A second message of a
+# task already waiting this way is dropped, not sent round again.
+_WAIT_MAX = 30.0
+_NOT_WAITING = "(t.available_at IS NULL OR t.available_at < now() + make_interval(secs => :base))"
+_WAIT_TURN = statement(
+    f"""
+WITH picked AS (
+    {locked(MoveKind.CLAIM, keys=IDS, where=_ON_QUEUE + " AND " + _NOT_WAITING)}
+)
+UPDATE tasks t SET updated_at = now(), available_at = now() + make_interval(secs =>
+    least({_WAIT_MAX}, greatest(:base, extract(epoch FROM now() - t.created_at) / 4))
+    * (0.75 + random() / 2))
+WHERE {by_key("picked")}
+RETURNING t.*, extract(epoch FROM t.available_at - now()) AS countdown
+""",
     "ids",
 )
 
@@ -81,13 +151,34 @@ RETURNING t.*
 )
 
 
-def _finish_sql(kind: MoveKind) -> str:
+# The same for named runs (still expired, and not held by another sweeper).
+_HOLD_NAMED = statement(
+    f"""
+WITH picked AS (
+    SELECT t.id FROM ({IDS} ORDER BY id) AS k CROSS JOIN LATERAL (
+        SELECT t.id FROM tasks t
+        WHERE t.id = k.id AND t.status = '{Status.RUNNING.value}' AND t.lease_expires_at < now()
+        FOR NO KEY UPDATE SKIP LOCKED
+    ) AS t
+)
+UPDATE tasks t SET lease_expires_at = now() + make_interval(secs => :hold)
+WHERE {by_key("picked")}
+RETURNING t.*
+""",
+    "ids",
+)
+
+
+def _finish_sql(kind: MoveKind, *, lease: bool = False) -> str:
+    """Outcomes fenced by attempt; ``lease``: also by the lease the sweeper saw."""
     return fenced(
         kind,
         status="r.status",
-        columns="status text, output jsonb, errors jsonb, detail jsonb",
+        columns="status text, output jsonb, errors jsonb, detail jsonb"
+        + (", lease timestamptz" if lease else ""),
         sets=", output = r.output, errors = r.errors, lease_expires_at = NULL",
         detail="r.detail",
+        where=LEASE_FENCE if lease else "",
     )
 
 
@@ -107,7 +198,7 @@ def _with_ignored(sql: str) -> str:
 
 
 _FINISH = statement(_with_ignored(_finish_sql(MoveKind.FINISH)), "r")
-_LOSE = statement(_with_ignored(_finish_sql(MoveKind.RECOVER_LEASE)), "r")
+_LOSE = statement(_with_ignored(_finish_sql(MoveKind.RECOVER_LEASE, lease=True)), "r")
 
 _RETRY = statement(
     fenced(
@@ -125,9 +216,52 @@ _REQUEUE_LOST = statement(
     fenced(
         MoveKind.RECOVER_LEASE,
         status="'queued'",
+        columns="lease timestamptz",
         sets=", lease_expires_at = NULL, available_at = NULL",
         detail="jsonb_build_object('reason', 'worker_lost', 'attempt', r.attempt)",
+        where=LEASE_FENCE,
     ),
+    "r",
+)
+
+# The sweeper gives up on tasks whose recovery failed too often: fenced on the
+# lease it saw (none for a waiting task) and on the count stored.
+_FAIL_RECOVERY = statement(
+    move(
+        MoveKind.RECOVERY_FAILED,
+        status="'failed'",
+        inputs=recordset("r", "id uuid, lease timestamptz, errors jsonb, detail jsonb"),
+        keys="SELECT * FROM r",
+        where=f"{LEASE_FENCE} AND t.recovery_failures >= :max",
+        using="JOIN r ON r.id = old.id",
+        sets=", errors = r.errors, lease_expires_at = NULL",
+        detail="r.detail",
+        returning="t.id, t.parent_id, t.flow_step_id, t.status, t.errors",
+    ),
+    "r",
+)
+
+# Not a move (the status stays): one more failed recovery of each task, logged.
+_COUNT_RECOVERY_FAILURE = statement(
+    f"""
+WITH r AS (SELECT * FROM jsonb_to_recordset(:r) AS r(id uuid, error text)), picked AS (
+    {locked(MoveKind.RECOVERY_FAILED, keys="SELECT * FROM r")}
+), counted AS (
+    UPDATE tasks t SET recovery_failures = t.recovery_failures + 1
+    FROM r WHERE {by_key("picked")} AND r.id = t.id
+    RETURNING t.id, t.recovery_failures, r.error
+), ev AS (
+    {
+        events(
+            "counted",
+            type_="'recovery_error'",
+            detail="jsonb_build_object('action', CAST(:action AS text), 'error', error, "
+            "'failures', recovery_failures)",
+        )
+    }
+)
+SELECT id, recovery_failures FROM counted
+""",
     "r",
 )
 
@@ -200,23 +334,48 @@ _CANCEL = statement(_cancel_sql(""), "ids")
 
 _WAITED_TOO_LONG = """'{"reason": "waited too long for a worker"}'::jsonb"""
 
-# Not a status change for a task already queued: its clock is re-armed. The
-# rows are locked already, by the sweeper that picked them.
+# Not a move: the broker lost its data, so a message of every waiting task
+# may be gone, and none waits for its backoff.
+_RESTART_BACKOFFS = text(
+    f"""
+UPDATE tasks SET republish_at = now()
+WHERE status IN {sql_list(RULES[MoveKind.REPUBLISH].sources)} AND republish_at > now()
+"""
+)
+
+# The wait before a task's next republish: REPUBLISH_AFTER_SECONDS, doubled
+# for each republish of this wait, up to REPUBLISH_MAX_SECONDS.
+_BACKOFF = "least(:after * power(2, least(t.republishes + 1, 40)), greatest(:max, :after))"
+
+# Not a status change for a task already queued: its backoff is re-armed, and a
+# `created` one published becomes `queued`. A task not published (its queue
+# holds messages enough, see tasks_core.recovery) only backs off, unlogged.
+# The rows are locked already, by the sweeper that picked them.
 _REPUBLISH = statement(
     f"""
-WITH picked AS (
-    {locked(MoveKind.REPUBLISH, keys=IDS)}
+WITH r AS (SELECT * FROM jsonb_to_recordset(:r) AS r(id uuid, published bool)), picked AS (
+    {locked(MoveKind.REPUBLISH, keys="SELECT * FROM r")}
 ), moved AS (
     UPDATE tasks t SET updated_at = now(),
-        status = CASE WHEN t.status = 'created' THEN 'queued' ELSE t.status END
-    WHERE {by_key("picked")}
-    RETURNING t.id, t.status
+        status = CASE WHEN r.published AND t.status = 'created' THEN 'queued' ELSE t.status END,
+        republish_at = now() + make_interval(secs => {_BACKOFF}),
+        republishes = t.republishes + 1, recovery_failures = 0
+    FROM r WHERE {by_key("picked")} AND r.id = t.id
+    RETURNING t.id, t.status, r.published
 ), ev AS (
-    {events("moved", type_="'republished'", to_status="status", detail=_WAITED_TOO_LONG)}
+    {
+        events(
+            "moved",
+            type_="'republished'",
+            to_status="status",
+            detail=_WAITED_TOO_LONG,
+            where="WHERE published",
+        )
+    }
 )
-SELECT id FROM moved
+SELECT id FROM moved WHERE published
 """,
-    "ids",
+    "r",
 )
 
 
@@ -402,17 +561,88 @@ def mark_queued(conn: Connection, ids: Sequence[uuid.UUID], *, actor: str) -> li
     return records(conn, _MARK_QUEUED, {"ids": as_ids(ids), "actor": actor})
 
 
-def republish(conn: Connection, ids: Sequence[uuid.UUID], *, actor: str) -> int:
-    """Re-arm the clock of tasks published again (and mark `created` ones `queued`)."""
-    return len(conn.execute(_REPUBLISH, {"ids": as_ids(ids), "actor": actor}).all())
+def republish(
+    conn: Connection,
+    published: Sequence[uuid.UUID],
+    deferred: Sequence[uuid.UUID],
+    *,
+    after: float,
+    most: float,
+    actor: str,
+) -> int:
+    """Back off the next republish of tasks published again (marking `created`
+    ones `queued`) or ``deferred``; returns how many of the published changed."""
+    rows = [{"id": i, "published": True} for i in published]
+    rows += [{"id": i, "published": False} for i in deferred]
+    values = {"r": json_rows(rows), "after": after, "max": most, "actor": actor}
+    return len(conn.execute(_REPUBLISH, values).all())
+
+
+def restart_backoffs(conn: Connection) -> int:
+    """Every waiting task backing off may be published again now (the broker
+    lost its messages); how many."""
+    return int(conn.execute(_RESTART_BACKOFFS).rowcount)
+
+
+def count_recovery_failures(
+    conn: Connection, errors: Mapping[uuid.UUID, str], *, action: str, actor: str
+) -> dict[uuid.UUID, int]:
+    """One more failed recovery (``action``) of each task, with its error; the
+    failures each task has now."""
+    rows = [{"id": task_id, "error": error} for task_id, error in errors.items()]
+    values = {"r": json_rows(rows), "action": action, "actor": actor}
+    return {r.id: r.recovery_failures for r in conn.execute(_COUNT_RECOVERY_FAILURE, values)}
+
+
+def fail_recovery(
+    conn: Connection, rows: Sequence[Mapping[str, Any]], *, max_failures: int, actor: str
+) -> list[Row[Any]]:
+    """Tasks (id, lease, errors, detail) whose recovery failed ``max_failures``
+    times -> `failed` (slim rows)."""
+    values = {"r": json_rows(rows), "max": max_failures, "actor": actor}
+    return list(conn.execute(_FAIL_RECOVERY, values))
 
 
 def claim(
-    conn: Connection, ids: Sequence[uuid.UUID], *, worker: str, lease: float, actor: str
+    conn: Connection,
+    ids: Sequence[uuid.UUID],
+    *,
+    worker: str,
+    lease: float,
+    actor: str,
+    queue: str | None = None,
+    prefix: str = "tasks",
+    max_running: int = 0,
 ) -> list[TaskRecord]:
-    """Waiting tasks -> `running` as a new attempt with a lease."""
-    values = {"ids": as_ids(ids), "worker": worker, "lease": lease, "actor": actor}
+    """Waiting tasks (on ``queue``, if given) -> `running` as a new attempt
+    with a lease; with ``max_running``, only as many of an organization's
+    tasks on one queue as fit under it (after :func:`lock_shares`)."""
+    values = {
+        "ids": as_ids(ids),
+        "worker": worker,
+        "lease": lease,
+        "actor": actor,
+        "queue": queue,
+        "prefix": prefix,
+    }
+    if max_running > 0:
+        return records(conn, _FAIR_CLAIM, {**values, "max_running": max_running})
     return records(conn, _CLAIM, values)
+
+
+def lock_shares(conn: Connection, ids: Sequence[uuid.UUID]) -> None:
+    """Lock, until the transaction ends, the (organization, queue) of each task."""
+    conn.execute(_LOCK_SHARES, {"ids": as_ids(ids)})
+
+
+def wait_turn(
+    conn: Connection, ids: Sequence[uuid.UUID], *, queue: str | None, prefix: str, base: float
+) -> list[tuple[TaskRecord, float]]:
+    """Tasks a fair claim had no room for wait before they are published
+    again: each, with the seconds to wait."""
+    values = {"ids": as_ids(ids), "queue": queue, "prefix": prefix, "base": base}
+    rows = conn.execute(_WAIT_TURN, values).mappings()
+    return [(TaskRecord.from_row(r), max(0.0, float(r["countdown"]))) for r in rows]
 
 
 def renew_leases(
@@ -427,6 +657,11 @@ def renew_leases(
 def hold_expired(conn: Connection, *, batch: int, hold: float) -> list[TaskRecord]:
     """Pick runs whose lease expired and hold them for ``hold`` seconds."""
     return records(conn, _HOLD_EXPIRED, {"batch": batch, "hold": hold})
+
+
+def hold_named(conn: Connection, ids: Sequence[uuid.UUID], *, hold: float) -> list[TaskRecord]:
+    """Hold the named runs whose lease expired for ``hold`` seconds."""
+    return records(conn, _HOLD_NAMED, {"ids": as_ids(ids), "hold": hold})
 
 
 def finish(

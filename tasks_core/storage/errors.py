@@ -14,6 +14,8 @@ from enum import StrEnum
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from tasks_core.errors import Conflict
+
 # SQLSTATE classes (the first two characters) and codes, from PostgreSQL's
 # "Appendix A. Error Codes".
 _COLLISIONS = frozenset({"40001", "40P01"})  # serialization failure, deadlock
@@ -55,6 +57,24 @@ def classify(exc: BaseException) -> DatabaseFailure:
     if state[:2] in _OUTAGE_CLASSES or isinstance(exc, OperationalError | InterfaceError):
         return DatabaseFailure.OUTAGE
     return DatabaseFailure.OTHER
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database is out of reach or refuses work for now, whatever the
+    statement touched: no connection, a server shutting down or out of
+    resources, a pool exhausted, or collisions that kept coming back. Such a
+    failure is nobody's data's fault (the sweeper blames no task for it); a
+    statement timeout or a lock not available may be, and is not one."""
+    if isinstance(exc, Conflict | PoolTimeout):
+        return True
+    failure = classify(exc)
+    if failure is DatabaseFailure.COLLISION:
+        return True
+    if failure is not DatabaseFailure.OUTAGE:
+        return False
+    assert isinstance(exc, DBAPIError)
+    state = sqlstate(exc)
+    return exc.connection_invalidated or state is None or state.startswith(("08", "53", "57P"))
 
 
 def is_collision(exc: DBAPIError) -> bool:

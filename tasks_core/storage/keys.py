@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -88,11 +89,30 @@ def authenticate(conn: Connection, secret: str) -> Caller | None:
     """The caller a presented key stands for, or None if unknown, revoked or expired."""
     row = conn.execute(
         text(
-            "SELECT id, organization_id FROM api_keys WHERE key_hash = :hash "
-            "AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())"
+            "SELECT k.id, k.organization_id, o.allowed_executors FROM api_keys k "
+            "JOIN organizations o ON o.id = k.organization_id WHERE k.key_hash = :hash "
+            "AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())"
         ),
         {"hash": digest(secret)},
     ).first()
     if row is None:
         return None
-    return Caller(organization_id=row.organization_id, key_id=row.id)
+    executors = None if row.allowed_executors is None else frozenset(row.allowed_executors)
+    return Caller(organization_id=row.organization_id, key_id=row.id, executors=executors)
+
+
+def set_allowed_executors(
+    conn: Connection, organization: str, executors: Sequence[str] | None
+) -> uuid.UUID:
+    """Let the organization called ``organization`` send tasks only to
+    ``executors`` (None: to any); raises NotFound for an unknown name."""
+    row = conn.execute(
+        text(
+            "UPDATE organizations SET allowed_executors = :executors "
+            "WHERE name = :name RETURNING id"
+        ),
+        {"executors": None if executors is None else sorted(set(executors)), "name": organization},
+    ).first()
+    if row is None:
+        raise NotFound(f"no organization named {organization!r}")
+    return uuid.UUID(str(row.id))

@@ -71,6 +71,8 @@ class Organization(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     name: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
     created_at: Mapped[datetime] = _now()
+    # The executorIds its tasks may name; NULL: any (see tasks_core.quotas).
+    allowed_executors: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
 
 
 class ApiKey(Base):
@@ -130,6 +132,8 @@ _TASK_COLUMNS: dict[str, dict[str, Any]] = {
     "errors": {"server_default": text("'[]'::jsonb")},
     "attempt": {"server_default": text("0")},
     "max_attempts": {"server_default": text("1")},
+    "recovery_failures": {"server_default": text("0")},
+    "republishes": {"server_default": text("0")},
     "created_at": {"server_default": func.now()},
     "updated_at": {"server_default": func.now()},
 }
@@ -194,6 +198,15 @@ tasks = Table(
         "state_id",
         postgresql_where=text("state_id IS NOT NULL"),
     ),
+    # An organization's running tasks on one queue, counted by a claim when
+    # MAX_RUNNING_PER_ORG is set.
+    Index(
+        "ix_tasks_running_org_queue",
+        "organization_id",
+        "kind",
+        "executor_id",
+        postgresql_where=text("status = 'running'"),
+    ),
     # Running tasks by lease, for finding the ones whose worker died.
     Index(
         "ix_tasks_running_lease",
@@ -201,10 +214,23 @@ tasks = Table(
         postgresql_where=text("status = 'running'"),
     ),
     CheckConstraint("max_attempts >= 1", name="max_attempts"),
-    # Tasks waiting for a worker, oldest first: what the sweeper re-publishes.
+    # Tasks waiting for a worker, oldest first: what the sweeper re-publishes
+    # a first time; then again when their backoff (republish_at) is due.
     Index(
         "ix_tasks_waiting_updated_at",
         "updated_at",
+        postgresql_where=text("status IN ('created', 'queued') AND republish_at IS NULL"),
+    ),
+    Index(
+        "ix_tasks_waiting_republish_at",
+        "republish_at",
+        postgresql_where=text("status IN ('created', 'queued') AND republish_at IS NOT NULL"),
+    ),
+    # Tasks waiting on one queue: how many messages its Redis list should hold.
+    Index(
+        "ix_tasks_waiting_kind_executor_id",
+        "kind",
+        "executor_id",
         postgresql_where=text("status IN ('created', 'queued')"),
     ),
     # A step runs as at most one child: spawning twice is impossible.

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, text
 
 from tasks_core.flow_definitions import FLOW_KIND
 from tasks_core.records import EventRecord
-from tasks_core.status import RULES, MoveKind
+from tasks_core.status import NON_TERMINAL_STATUSES, RULES, MoveKind, Status
 from tasks_core.storage.db import as_ids, json_ids, sql_list, statement
 from tasks_core.task import MAX_TREE_DEPTH, TaskRecord
 
@@ -31,24 +31,30 @@ def get_task(conn: Connection, organization_id: uuid.UUID, task_id: uuid.UUID) -
     return TaskRecord.from_row(row) if row else None
 
 
+# No ORDER BY outside: the nested loop yields the parents in the order given
+# and each parent's children oldest first, and the outer LIMIT stops the scan
+# there (sorting would read every child of every parent first).
 _CHILDREN = statement(
     f"""
 SELECT c.* FROM unnest({json_ids("ids")}) AS p(id)
 CROSS JOIN LATERAL (
     SELECT * FROM tasks WHERE parent_id = p.id ORDER BY id LIMIT :n
 ) AS c
+LIMIT :total
 """,
     "ids",
 )
 
 
 def children_of(
-    conn: Connection, parent_ids: Sequence[uuid.UUID], *, per_parent: int
+    conn: Connection, parent_ids: Sequence[uuid.UUID], *, per_parent: int, total: int
 ) -> list[TaskRecord]:
-    """The first ``per_parent`` children (oldest first) of each given task."""
-    if not parent_ids:
+    """The first ``per_parent`` children (oldest first) of each given task, in
+    the order of the given tasks, and at most ``total`` in all: PostgreSQL
+    reads no more rows than that."""
+    if not parent_ids or total <= 0:
         return []
-    values = {"ids": as_ids(parent_ids), "n": per_parent}
+    values = {"ids": as_ids(parent_ids), "n": per_parent, "total": total}
     return [TaskRecord.from_row(r) for r in conn.execute(_CHILDREN, values).mappings()]
 
 
@@ -144,6 +150,24 @@ LIST_FILTERS = {
 }
 
 
+# What a task weighs on the wire, from its stored JSON: the large fields as
+# PostgreSQL prints them (a little wider than the API's compact JSON), plus a
+# fixed allowance for ids, timestamps and the short fields.
+_TASK_BYTES = (
+    "1024 + octet_length(coalesce(input::text, '')) + octet_length(coalesce(output::text, ''))"
+    " + octet_length(params::text) + octet_length(errors::text)"
+    " + octet_length(coalesce(title, '')) + octet_length(coalesce(description, ''))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ListedTasks:
+    """A page's tasks, and whether the byte budget left out some of those in range."""
+
+    items: list[TaskRecord]
+    cut: bool
+
+
 def list_tasks(
     conn: Connection,
     organization_id: uuid.UUID,
@@ -151,10 +175,14 @@ def list_tasks(
     filters: Mapping[str, Any],
     before: uuid.UUID | None,
     limit: int,
-) -> list[TaskRecord]:
-    """A page of the organization's tasks, newest first (id order is creation order)."""
+    max_bytes: int,
+) -> ListedTasks:
+    """A page of the organization's tasks, newest first (id order is creation
+    order): at most ``limit``, and no more than fit in ``max_bytes`` (but
+    always the first). Only the ids and sizes of the ``limit`` rows are
+    measured; the full rows are read for the tasks kept."""
     where = ["organization_id = :org"]
-    values: dict[str, Any] = {"org": organization_id, "limit": limit}
+    values: dict[str, Any] = {"org": organization_id, "limit": limit, "bytes": max_bytes}
     for name, value in filters.items():
         column = LIST_FILTERS[name]
         where.append(f"{column} = :{name}")
@@ -162,28 +190,98 @@ def list_tasks(
     if before is not None:
         where.append("id < :before")
         values["before"] = before
-    sql = f"SELECT * FROM tasks WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT :limit"
-    return [TaskRecord.from_row(r) for r in conn.execute(text(sql), values).mappings()]
+    sql = f"""
+WITH page AS (
+    SELECT id, {_TASK_BYTES} AS bytes FROM tasks WHERE {" AND ".join(where)}
+    ORDER BY id DESC LIMIT :limit
+), sized AS (
+    SELECT id, row_number() OVER w AS n, sum(bytes) OVER w AS running, count(*) OVER () AS seen
+    FROM page WINDOW w AS (ORDER BY id DESC ROWS UNBOUNDED PRECEDING)
+)
+SELECT t.*, sized.seen AS page_seen FROM sized JOIN tasks t ON t.id = sized.id
+WHERE sized.n = 1 OR sized.running <= :bytes
+ORDER BY t.id DESC
+"""
+    rows = conn.execute(text(sql), values).mappings().all()
+    items = [TaskRecord.from_row(r) for r in rows]
+    return ListedTasks(items=items, cut=bool(rows) and len(rows) < rows[0]["page_seen"])
 
 
+_WAITING = sql_list(RULES[MoveKind.REPUBLISH].sources)
+_NOT_HELD_BACK = "(available_at IS NULL OR available_at < now() - make_interval(secs => :after))"
+
+# Waiting tasks due for a republish, oldest first: a first time
+# REPUBLISH_AFTER_SECONDS after their last change, then when their backoff
+# (republish_at) is due. Each part is an ordered range of its own index, so a
+# pass reads only what it takes, however many tasks are backing off.
 _STALE = text(
     f"""
-SELECT * FROM tasks
-WHERE status IN {sql_list(RULES[MoveKind.REPUBLISH].sources)}
-  AND updated_at < now() - make_interval(secs => :after)
-  AND (available_at IS NULL OR available_at < now() - make_interval(secs => :after))
-ORDER BY updated_at
+WITH first AS (
+    SELECT * FROM tasks
+    WHERE status IN {_WAITING} AND republish_at IS NULL
+      AND updated_at < now() - make_interval(secs => :after) AND {_NOT_HELD_BACK}
+    ORDER BY updated_at LIMIT :batch
+    FOR NO KEY UPDATE SKIP LOCKED
+), again AS (
+    SELECT * FROM tasks
+    WHERE status IN {_WAITING} AND republish_at < now() AND {_NOT_HELD_BACK}
+    ORDER BY republish_at LIMIT :batch
+    FOR NO KEY UPDATE SKIP LOCKED
+)
+SELECT * FROM first UNION ALL SELECT * FROM again
 LIMIT :batch
-FOR NO KEY UPDATE SKIP LOCKED
 """
 )
 
 
 def lock_stale(conn: Connection, *, after: float, batch: int) -> list[TaskRecord]:
-    """Tasks waiting for a worker longer than ``after`` seconds, oldest first,
-    locked (those another sweeper holds are skipped)."""
+    """Tasks due for a republish, oldest first, locked (those another sweeper
+    holds are skipped)."""
     rows = conn.execute(_STALE, {"after": after, "batch": batch}).mappings()
     return [TaskRecord.from_row(r) for r in rows]
+
+
+# How many tasks wait on each queue (kind, executor), counted up to its cap.
+_WAITING_ON = statement(
+    f"""
+SELECT q.kind, q.executor_id, c.n FROM jsonb_to_recordset(:q)
+    AS q(kind text, executor_id text, cap int)
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n FROM (
+        SELECT 1 FROM tasks t WHERE t.status IN {_WAITING}
+            AND t.kind = q.kind AND t.executor_id = q.executor_id
+        UNION ALL
+        SELECT 1 FROM tasks t WHERE t.status IN {_WAITING} AND q.executor_id IS NULL
+            AND t.kind = q.kind AND t.executor_id IS NULL
+        LIMIT q.cap
+    ) AS w
+) AS c
+""",
+    "q",
+)
+
+Queue = tuple[str, str | None]  # (kind, executor id)
+
+
+def waiting_on(conn: Connection, caps: Mapping[Queue, int]) -> dict[Queue, int]:
+    """How many tasks wait (`created`/`queued`) on each queue, each count
+    stopped at its cap (so that a queue of a million costs what its cap does)."""
+    rows = [{"kind": k, "executor_id": e, "cap": cap} for (k, e), cap in caps.items()]
+    result = conn.execute(_WAITING_ON, {"q": rows})
+    return {(r.kind, r.executor_id): int(r.n) for r in result}
+
+
+_EXPIRED = text(
+    f"""
+SELECT id FROM tasks WHERE status = '{Status.RUNNING.value}' AND lease_expires_at < now()
+ORDER BY lease_expires_at LIMIT :batch
+"""
+)
+
+
+def expired_runs(conn: Connection, *, batch: int) -> list[uuid.UUID]:
+    """Runs whose lease expired, oldest first (not locked: read to be held one by one)."""
+    return [r.id for r in conn.execute(_EXPIRED, {"batch": batch})]
 
 
 _TIMING_OUT = sql_list(RULES[MoveKind.QUEUE_TIMEOUT].sources)
@@ -193,7 +291,7 @@ def due_queue_timeouts(conn: Connection, *, batch: int) -> list[uuid.UUID]:
     """Tasks that have waited for a worker longer than their queueTimeoutSeconds."""
     rows = conn.execute(
         text(
-            f"SELECT id FROM tasks WHERE status IN {sql_list(RULES[MoveKind.REPUBLISH].sources)} "
+            f"SELECT id FROM tasks WHERE status IN {_WAITING} "
             "AND queue_timeout_seconds IS NOT NULL "
             "AND created_at < now() - make_interval(secs => queue_timeout_seconds) "
             "ORDER BY created_at LIMIT :batch"
@@ -201,3 +299,20 @@ def due_queue_timeouts(conn: Connection, *, batch: int) -> list[uuid.UUID]:
         {"batch": batch},
     )
     return [r.id for r in rows]
+
+
+_OPEN_TASKS = text(
+    f"""
+SELECT count(*) FROM (
+    SELECT 1 FROM tasks
+    WHERE organization_id = :org AND status IN {sql_list(NON_TERMINAL_STATUSES)}
+    LIMIT :limit
+) AS open
+"""
+)
+
+
+def count_open_tasks(conn: Connection, organization_id: uuid.UUID, *, limit: int) -> int:
+    """How many tasks of the organization are not finished, counted up to
+    ``limit`` (an index range of ``(organization_id, status)``, never more rows)."""
+    return int(conn.execute(_OPEN_TASKS, {"org": organization_id, "limit": limit}).scalar_one())

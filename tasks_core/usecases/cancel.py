@@ -40,4 +40,4 @@ def cancel_task(store: Store, caller: Caller, task_id: str) -> TaskRecord:
         return apply(conn, move, locked=held)
 
     publish(store, store.atomic(work).publish)
-    return get_task_tree(store, caller, task_id, depth=1)
+    return get_task_tree(store, caller, task_id, depth=1).task

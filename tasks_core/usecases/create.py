@@ -15,12 +15,14 @@ from tasks_core.ids import new_id
 from tasks_core.lifecycle.engine import apply
 from tasks_core.lifecycle.moves import Applied, Create
 from tasks_core.lifecycle.publishing import publish
+from tasks_core.quotas import check_executor, check_timeout
 from tasks_core.records import Caller
-from tasks_core.status import Status
+from tasks_core.status import Status, is_terminal
 from tasks_core.storage.idempotency import MAX_KEY_LENGTH, Replay, claim_key
 from tasks_core.storage.tasks import ancestry, get_task
 from tasks_core.store import Store
 from tasks_core.task import MAX_TREE_DEPTH, NewTask, TaskRecord, TaskSpec
+from tasks_core.usecases.open_tasks import check_open_tasks
 from tasks_core.usecases.validation import (
     as_utc,
     check_name,
@@ -60,9 +62,13 @@ def create_task_once(
         max_steps=store.settings.flow_max_steps,
         max_depth=store.settings.flow_max_depth,
         max_input_bytes=store.settings.max_input_bytes,
+        max_timeout_seconds=store.settings.max_timeout_seconds,
+        executors=caller.executors,
     )
     check_sizes(store.settings, {"input": spec.input, "output": spec.output, "params": spec.params})
     new = new_task(caller, spec, limits=limits)
+    if not is_terminal(spec.status):  # a record of finished work is not open
+        check_open_tasks(store, caller.organization_id)
     move = Create((new,), actor=caller.actor)
     if idempotency is None:
         with store.statement() as conn:  # one statement: no transaction round trips
@@ -135,6 +141,7 @@ def new_task(caller: Caller, spec: TaskSpec, *, limits: Limits) -> NewTask:
     """Validate a caller's spec into the task to insert (raises ValidationFailed)."""
     check_name("kind", spec.kind)
     check_name("executorId", spec.executor_id)
+    check_executor(spec.executor_id, limits.executors)
     if spec.status is Status.QUEUED:
         raise ValidationFailed(
             "status 'queued' is set by the service when it publishes a task; "
@@ -149,6 +156,7 @@ def new_task(caller: Caller, spec: TaskSpec, *, limits: Limits) -> NewTask:
         raise ValidationFailed(f"maxAttempts must be at least 1, not {spec.max_attempts}")
     if spec.timeout_seconds is not None and spec.timeout_seconds <= 0:
         raise ValidationFailed(f"timeoutSeconds must be positive, not {spec.timeout_seconds}")
+    check_timeout(spec.timeout_seconds, limits.max_timeout_seconds)
     parent_id = parse_task_id(spec.parent_id, field="parentId") if spec.parent_id else None
     return NewTask(
         id=new_id(),

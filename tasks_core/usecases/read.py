@@ -18,12 +18,25 @@ from tasks_core.task import TaskRecord
 from tasks_core.usecases.validation import parse_task_id
 
 
-def get_task_tree(store: Store, caller: Caller, task_id: str, *, depth: int = 1) -> TaskRecord:
+@dataclass(frozen=True, slots=True)
+class TaskTree:
+    """A task with its children nested, and whether some were left out (by
+    ``CHILDREN_MAX`` per task or ``TREE_NODES_MAX`` in all)."""
+
+    task: TaskRecord
+    truncated: bool
+
+
+def get_task_tree(store: Store, caller: Caller, task_id: str, *, depth: int = 1) -> TaskTree:
     """A task of the caller's organization with ``depth`` levels of children nested.
 
-    One query per level, each bounded by ``CHILDREN_MAX`` children per task.
+    One query per level, each bounded by ``CHILDREN_MAX`` children per task
+    and by what is left of ``TREE_NODES_MAX`` nested tasks in all; each asks
+    for one row more than it may show, which tells whether anything was left out.
     """
     tid = parse_task_id(task_id)
+    settings = store.settings
+    budget, truncated = settings.tree_nodes_max, False
     with store.statement() as conn:
         root = get_task(conn, caller.organization_id, tid)
         if root is None:
@@ -31,12 +44,35 @@ def get_task_tree(store: Store, caller: Caller, task_id: str, *, depth: int = 1)
         levels: list[list[TaskRecord]] = []
         frontier = [root.id]
         for _ in range(depth):
-            level = children_of(conn, frontier, per_parent=store.settings.children_max)
+            if budget == 0:
+                # Children below the budget's end exist only if this level has any.
+                truncated = truncated or bool(children_of(conn, frontier, per_parent=1, total=1))
+                break
+            rows = children_of(
+                conn, frontier, per_parent=settings.children_max + 1, total=budget + 1
+            )
+            level, cut = _within(rows, per_parent=settings.children_max, total=budget)
+            truncated = truncated or cut
             if not level:
                 break
             levels.append(level)
+            budget -= len(level)
             frontier = [t.id for t in level]
-    return _assemble(root, levels)
+    return TaskTree(task=_assemble(root, levels), truncated=truncated)
+
+
+def _within(
+    rows: list[TaskRecord], *, per_parent: int, total: int
+) -> tuple[list[TaskRecord], bool]:
+    """The rows that fit ``per_parent`` children per task and ``total`` in
+    all, and whether any did not (rows were asked for one over each bound)."""
+    kept: list[TaskRecord] = []
+    counts: dict[uuid.UUID | None, int] = defaultdict(int)
+    for row in rows:
+        if counts[row.parent_id] < per_parent and len(kept) < total:
+            counts[row.parent_id] += 1
+            kept.append(row)
+    return kept, len(kept) < len(rows)
 
 
 def _assemble(root: TaskRecord, levels: list[list[TaskRecord]]) -> TaskRecord:
@@ -86,7 +122,9 @@ def list_page(
     cursor: str | None,
     limit: int,
 ) -> TaskPage:
-    """Tasks of the caller's organization, newest first, ``limit`` at a time."""
+    """Tasks of the caller's organization, newest first, ``limit`` at a time,
+    and fewer when they pass ``LIST_PAGE_BYTES_MAX`` (never fewer than one, so
+    that paging always goes on): the cursor continues after the last one shown."""
     before = decode_cursor(cursor) if cursor else None
     if "parent_id" in filters:
         try:
@@ -94,16 +132,17 @@ def list_page(
         except NotFound:
             return TaskPage(items=[], next_cursor=None)  # no task has that parent
     with store.statement() as conn:
-        rows = list_tasks(
+        listed = list_tasks(
             conn,
             caller.organization_id,
             filters=filters,
             before=before,
             limit=limit + 1,
+            max_bytes=store.settings.list_page_bytes_max,
         )
-    items = rows[:limit]
-    next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
-    return TaskPage(items=items, next_cursor=next_cursor)
+    items = listed.items[:limit]
+    more = listed.cut or len(listed.items) > limit
+    return TaskPage(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
 
 
 def task_events(

@@ -11,6 +11,7 @@ from tasks_core.errors import InvalidTransition, NotFound, ValidationFailed
 from tasks_core.lifecycle.engine import apply, lock
 from tasks_core.lifecycle.moves import Applied, Change, Update
 from tasks_core.lifecycle.publishing import publish
+from tasks_core.quotas import check_executor
 from tasks_core.records import Caller
 from tasks_core.status import Status, check_move, is_terminal
 from tasks_core.storage.tasks import ancestry, get_task, lock_reparenting, subtree_height
@@ -48,7 +49,9 @@ def update_task(store: Store, caller: Caller, task_id: str, changes: dict[str, A
         _check_cleared_times(target or task.status, fields)
         if target is not None:
             _check_status(task.status, target)
-        move = Change(task.id, fields, target if target is not task.status else None)
+        requeue = "executor_id" in fields and fields["executor_id"] != task.executor_id
+        status = target if target is not task.status else None
+        move = Change(task.id, fields, status, requeue=requeue)
         if not move.fields and move.status is None:
             return Applied(tasks={task.id: task})
         return apply(conn, Update((move,), actor=caller.actor), locked=held)
@@ -86,6 +89,8 @@ def _checked_fields(
     if "errors" in fields and fields["errors"] is None:
         fields["errors"] = []
     check_name("executorId", fields.get("executor_id"))
+    if fields.get("executor_id") != task.executor_id:  # a task may keep what it had
+        check_executor(fields.get("executor_id"), caller.executors)
     for name, wire in (("started_at", "startedAt"), ("ended_at", "endedAt")):
         if name in fields:
             fields[name] = as_utc(fields[name], field=wire)

@@ -57,15 +57,15 @@ def test_unknown_action_fails_with_action_not_found(
     assert "billing/nothing" in task["errors"][0]["message"]
 
 
-def test_exception_becomes_errors_and_traceback_goes_to_the_log(
+def test_exception_becomes_errors_and_its_type_goes_to_the_event_log(
     client: OrgClient, worker: WorkerProcess
 ) -> None:
     task = run(client, kind="CallAction", targetId="test/raise")
     assert task["errors"] == [{"code": "value_error", "message": "bad value in input"}]
     events = client.get(f"/v1/tasks/{task['id']}/events").json()["items"]
     failed = [e for e in events if e["toStatus"] == "failed"]
-    assert "Traceback" in failed[0]["detail"]["traceback"]
-    assert "Traceback" not in task["errors"][0]["message"]
+    assert failed[0]["detail"]["exception"] == "ValueError"
+    assert "Traceback" not in str(failed[0]["detail"]) + task["errors"][0]["message"]
 
 
 def test_output_that_is_not_json_fails_the_task(client: OrgClient, worker: WorkerProcess) -> None:

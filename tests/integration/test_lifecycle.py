@@ -26,6 +26,7 @@ from tasks_core.lifecycle.moves import (
     Create,
     EndFlow,
     Expired,
+    FailRecovery,
     Finish,
     Finished,
     FlowEnd,
@@ -40,6 +41,7 @@ from tasks_core.lifecycle.moves import (
     Retried,
     Retry,
     StartFlow,
+    Unrecoverable,
     Update,
 )
 from tasks_core.records import Caller
@@ -139,6 +141,7 @@ TARGETS = {
     MoveKind.HAND_BACK: Status.QUEUED,
     MoveKind.RECOVER_LEASE: Status.QUEUED,
     MoveKind.QUEUE_TIMEOUT: Status.FAILED,
+    MoveKind.RECOVERY_FAILED: Status.FAILED,
     MoveKind.START_FLOW: Status.WAITING,
     MoveKind.END_FLOW: Status.COMPLETED,
     MoveKind.CANCEL: Status.CANCELLED,
@@ -162,9 +165,14 @@ def move_of(kind: MoveKind, caller: Caller, tasks: Sequence[TaskRecord]) -> Move
         ),
         MoveKind.HAND_BACK: lambda: HandBack(WORKER.split(":")[0] + ":", actor=ACTOR),
         MoveKind.RECOVER_LEASE: lambda: RecoverLease(
-            tuple(Expired(Attempt.of(t), max_attempts=3) for t in tasks), actor=ACTOR
+            tuple(Expired(Attempt.of(t), 3, t.lease_expires_at) for t in tasks), actor=ACTOR
         ),
         MoveKind.QUEUE_TIMEOUT: lambda: QueueTimeout(ids, actor=ACTOR),
+        MoveKind.RECOVERY_FAILED: lambda: FailRecovery(
+            tuple(Unrecoverable(t.id, t.lease_expires_at, "republish", "x") for t in tasks),
+            max_failures=0,
+            actor=ACTOR,
+        ),
         MoveKind.START_FLOW: lambda: StartFlow(
             tuple(FlowStart(Attempt.of(t), (one_step(),)) for t in tasks), actor=ACTOR
         ),
@@ -296,7 +304,9 @@ def _cancel(conn: Connection, caller: Caller, n: int) -> tuple[list[TaskRecord],
 
 def _lost(conn: Connection, caller: Caller, n: int) -> tuple[list[TaskRecord], Move]:
     runs = _running(conn, caller, n)
-    return runs, RecoverLease(tuple(Expired(Attempt.of(r), 1) for r in runs), actor=ACTOR)
+    return runs, RecoverLease(
+        tuple(Expired(Attempt.of(r), 1, r.lease_expires_at) for r in runs), actor=ACTOR
+    )
 
 
 def _queue_timeout(conn: Connection, caller: Caller, n: int) -> tuple[list[TaskRecord], Move]:
@@ -364,7 +374,7 @@ SCENARIOS: dict[str, Scenario] = {
     "hand back": lambda c, o, n: (_running(c, o, n), HandBack("node-1:", actor=ACTOR)),
     "recover lease, another attempt": lambda c, o, n: (
         ts := _running(c, o, n, max_attempts=2),
-        RecoverLease(tuple(Expired(Attempt.of(t), 2) for t in ts), actor=ACTOR),
+        RecoverLease(tuple(Expired(Attempt.of(t), 2, t.lease_expires_at) for t in ts), actor=ACTOR),
     ),
     "recover lease, worker lost": _lost,
     "queue timeout": _queue_timeout,
@@ -420,8 +430,8 @@ def test_a_stale_attempt_can_not_finish_retry_recover_or_start_a_newer_run(
         moves: list[Move] = [
             Finish((Finished(stale, Outcome(Status.COMPLETED, output="stale")),), actor=ACTOR),
             Retry((Retried(stale, failed, delay=0),), actor=ACTOR),
-            RecoverLease((Expired(stale, max_attempts=3),), actor=ACTOR),
-            RecoverLease((Expired(stale, max_attempts=1),), actor=ACTOR),
+            RecoverLease((Expired(stale, 3, first.lease_expires_at),), actor=ACTOR),
+            RecoverLease((Expired(stale, 1, first.lease_expires_at),), actor=ACTOR),
             StartFlow((FlowStart(stale, (one_step(),)),), actor=ACTOR),
         ]
         for move in moves:
@@ -482,7 +492,8 @@ def test_the_sweeper_failing_a_lost_run_fans_in_and_fails_the_flow(
             text("UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = :id"),
             {"id": steps["a"].id},
         )
-    assert recover_expired_leases(store) == (0, 1)
+    recovered = recover_expired_leases(store)
+    assert (recovered["requeued"], recovered["lost"]) == (0, 1)
     after = _flow_now(store, flow)
     assert after.status is Status.FAILED
     assert after.errors[0]["code"] == "step_failed" and "worker_lost" in after.errors[0]["message"]

@@ -26,9 +26,12 @@ from tasks_core.task import TaskSpec
 from tests.support.api import issue_key
 
 # Where picking by status is the point: the sweeper's expired runs, a worker
-# node's runs at hand-back, the waiting tasks to publish again.
+# node's runs at hand-back, the waiting tasks to publish again, an
+# organization's open tasks (counted for its quota).
 BY_STATUS = {
+    "_OPEN_TASKS": "ix_tasks_org_status_id",
     "_HOLD_EXPIRED": "ix_tasks_running_lease",
+    "_EXPIRED": "ix_tasks_running_lease",
     "_HAND_BACK": "ix_tasks_running_lease",
     "_STALE": "ix_tasks_waiting_updated_at",
 }

@@ -1,9 +1,11 @@
 """Property-based fuzzing of the whole HTTP API, driven by its own OpenAPI document.
 
 The app is built once for this module (a database of its own, cloned from the
-migrated template, the real Redis) and served in-process: schemathesis loads
-``/openapi.json`` from it and sends every generated request through its ASGI
-transport, authenticated with a valid key. For every response:
+migrated template, the real Redis, and a real worker process on the module's
+queues, so that created tasks run and Flows spawn their steps) and served
+in-process: schemathesis loads ``/openapi.json`` from it and sends every
+generated request through its ASGI transport, authenticated with a valid key.
+For every response:
 
 - no 5xx (nor an exception escaping the app);
 - it conforms to what the document says of it (status code, content type,
@@ -15,7 +17,9 @@ Tests:
 - ``test_fuzz_operation``: each operation, positive (schema-valid) and negative
   (schema-violating) data. Generation is steered towards data the server can
   accept (valid ``kind`` names, ids of seeded tasks/states in paths, query and
-  ``parentId``) so that the 2xx paths are exercised, not only 404/422.
+  ``parentId``) so that the 2xx paths are exercised, not only 404/422. The
+  seeded ids include Flow step tasks (completed, running, and a nested Flow
+  waiting on its own step), so GET/PUT/cancel/events reach steps too.
 - ``test_fuzz_stateful``: schemathesis' state machine over the links it infers
   (create -> get/update/cancel/events, list -> get, ...).
 - ``test_fuzz_bad_keys``: any other Authorization is a 401 of the same shape.
@@ -89,6 +93,8 @@ from tasks_core.store import Store
 from tests.support.api import issue_key
 from tests.support.databases import create_database, drop_database
 from tests.support.figures import report as report_figure
+from tests.support.wait import wait_until
+from tests.support.workers import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -136,6 +142,7 @@ class FuzzApi:
     schema: Any = None
     task_ids: list[str] = field(default_factory=list)
     state_ids: list[str] = field(default_factory=list)
+    step_ids: list[str] = field(default_factory=list)  # Flow steps, among task_ids
 
     @property
     def auth(self) -> dict[str, str]:
@@ -181,6 +188,41 @@ def seed(api: FuzzApi) -> None:
     )
     assert state.status_code == 201, state.text
     api.state_ids.extend([state.json()["id"], stateful["stateId"]])
+    seed_steps(api)
+
+
+# Steps that stay put while the module runs: one completed, one running (it
+# sleeps until cancelled), and a nested Flow waiting on a running step of its own.
+LONG = {"kind": "CallAction", "targetId": "builtin/sleep", "input": {"seconds": 600}}
+STEPPED_FLOW = {
+    "kind": "Flow",
+    "params": {
+        "steps": [
+            {"id": "done", "kind": "CallAction", "targetId": "builtin/echo", "input": {"a": 1}},
+            {"id": "long", **LONG},
+            {"id": "inner", "kind": "Flow", "params": {"steps": [{"id": "deep", **LONG}]}},
+        ]
+    },
+}
+
+
+def seed_steps(api: FuzzApi) -> None:
+    """A Flow run by the module's worker, its steps' ids added to the seeded ones."""
+    flow = api.create(**STEPPED_FLOW)
+
+    def steps() -> list[dict[str, Any]] | None:
+        got = api.http.get(f"/v1/tasks/{flow['id']}", params={"depth": 2}, headers=api.auth)
+        children = got.json()["children"]
+        nested = [t for c in children for t in c["children"]]
+        states = {c["stepId"]: c["status"] for c in children + nested}
+        ready = states == {
+            "done": "completed", "long": "running", "inner": "waiting", "deep": "running"
+        }  # fmt: skip
+        return children + nested if ready else None
+
+    for step in wait_until(steps, timeout=30, message="the seeded Flow's steps never ran"):
+        api.step_ids.append(step["id"])
+        api.task_ids.append(step["id"])
 
 
 @pytest.fixture(scope="module")
@@ -200,11 +242,19 @@ def fuzz_api(
         redis_url=redis_server.url,
         queue_prefix=name,
         rate_limit_per_minute=0,  # hundreds of requests a minute from one key, by design
+        unauthenticated_rate_limit_per_minute=0,  # and of bad keys (test_fuzz_bad_keys)
     )
     engine = make_engine(settings.database_url, settings)
     publisher = CeleryPublisher(settings.redis_url)
     app = create_app(store=Store(engine=engine, publisher=publisher, settings=settings))
     secret, _, _ = issue_key(engine, "fuzz")
+    env = {
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "QUEUE_PREFIX": name,
+        "SHUTDOWN_GRACE_SECONDS": "0",  # the seeded steps sleep until stopped
+    }
+    worker = WorkerProcess(env, ["--concurrency", "4"]).start()
     try:
         with TestClient(app, raise_server_exceptions=False) as http:
             api = FuzzApi(app=app, http=http, engine=engine, key=secret, settings=settings)
@@ -214,6 +264,7 @@ def fuzz_api(
             )
             yield api
     finally:
+        worker.stop()
         publisher.close()
         engine.dispose()
         drop_database(pg_server.url, name)
@@ -244,6 +295,7 @@ class Tally:
     examples: int = 0
     stateful_steps: int = 0
     explicit_requests: int = 0
+    step_requests: int = 0  # generated requests whose path named a Flow step task
     statuses: Counter[int] = field(default_factory=Counter)
     problems: Counter[str] = field(default_factory=Counter)
 
@@ -264,6 +316,7 @@ def fuzz_summary() -> Iterator[None]:
     report_figure(
         f"\nfuzz: operations={len(TALLY.operations)} examples={TALLY.examples}"
         f" stateful_steps={TALLY.stateful_steps} explicit_requests={TALLY.explicit_requests}"
+        f" step_task_requests={TALLY.step_requests}"
         f" server_errors={TALLY.problems['server_error']}"
         f" schema_violations={TALLY.problems['schema_violation']}"
         f" error_shape_violations={TALLY.problems['error_shape']}"
@@ -322,6 +375,8 @@ def send(api: FuzzApi, case: Case) -> list[Problem]:
     """Send one generated case with a valid key and examine the answer."""
     TALLY.examples += 1
     TALLY.operations.add(case.operation.label)
+    if (case.path_parameters or {}).get("taskId") in api.step_ids:
+        TALLY.step_requests += 1
     try:
         response = case.call(headers=api.auth)
     except Exception as exc:  # the app raised instead of answering
@@ -485,12 +540,15 @@ def test_fuzz_operation(fuzz_api: FuzzApi, label: str) -> None:
 
         run()
 
+    reached_steps = TALLY.step_requests
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
         try:
             fuzz(mode)
         except Unsatisfiable:
             # Nothing to negate (GET /healthz has no parameters and no body).
             assert mode is GenerationMode.NEGATIVE, label
+    if "{taskId}" in label:
+        assert TALLY.step_requests > reached_steps, f"{label} never reached a Flow step task"
     problems.extend(still_serving(fuzz_api))
     TALLY.add(problems)
     assert not problems, report(problems)
@@ -707,12 +765,36 @@ def body_cases() -> list[Any]:
 
 def target(api: FuzzApi, label: str) -> tuple[str, str]:
     method, path = label.split(" ", 1)
-    task_id = api.create(title="target")["id"] if "{taskId}" in path else ""
+    # Of a pool no worker serves: it waits `queued`, so only the request under test changes it.
+    task_id = api.create(title="target", executorId=NO_POOL)["id"] if "{taskId}" in path else ""
     return method, path.replace("{taskId}", task_id)
+
+
+NO_POOL = "fuzz-no-worker"
+# Kinds the module's worker runs (its registry and Flow), as tasks-core worker chooses them.
+SERVED_KINDS = ["CallAction", "Flow", "default", "test.StateCounter", "test.StateReader"]
+_BUSY = text(
+    "SELECT count(*) FROM tasks WHERE executor_id IS NULL AND kind = ANY(:kinds)"
+    " AND NOT (id = ANY(CAST(:steps AS uuid[])))"
+    " AND (status IN ('created', 'queued') OR (status = 'running' AND worker IS NOT NULL))"
+)
+
+
+def settle(api: FuzzApi) -> None:
+    """Wait until the worker has nothing left to run (but the seeded steps,
+    which sleep): the tasks earlier tests made no longer change the counts."""
+
+    def idle() -> bool:
+        with api.engine.connect() as conn:
+            values = {"kinds": SERVED_KINDS, "steps": api.step_ids}
+            return int(conn.execute(_BUSY, values).scalar_one()) == 0
+
+    wait_until(idle, timeout=60, message="the worker never finished the fuzzed tasks")
 
 
 def snapshot(api: FuzzApi, url: str) -> dict[str, Any]:
     """What a refused request must not change: row counts and the task it targets."""
+    settle(api)
     rows = {table: api.count(table) for table in ("tasks", "states", "task_events")}
     if "/v1/tasks/" in url:
         rows["task"] = api.http.get(url.removesuffix("/cancel"), headers=api.auth).json()

@@ -33,15 +33,23 @@ def test_a_result_that_is_not_json_fails_with_invalid_output(bad: object) -> Non
     assert not decision.retryable
 
 
-def test_an_exception_gets_a_code_from_its_class_and_the_traceback_goes_to_the_log() -> None:
+def test_an_exception_gets_a_code_from_its_class_and_its_type_in_the_event_log() -> None:
     try:
         raise KeyError("user_id")
     except KeyError as exc:
         decision = outcome.from_exception(exc)
     assert decision.outcome.errors == [{"code": "key_error", "message": "'user_id'"}]
+    assert decision.outcome.detail == {"error": "key_error", "exception": "KeyError"}
+    assert decision.retryable
+
+
+def test_the_traceback_goes_into_the_event_log_only_when_exposed() -> None:
+    try:
+        raise KeyError("user_id")
+    except KeyError as exc:
+        decision = outcome.from_exception(exc, expose_traceback=True)
     assert decision.outcome.detail and "Traceback" in decision.outcome.detail["traceback"]
     assert "Traceback" not in decision.outcome.errors[0]["message"]
-    assert decision.retryable
 
 
 def test_task_error_sets_code_message_and_retryability() -> None:

@@ -1,0 +1,118 @@
+"""A worker cut off from PostgreSQL stops its run before the sweeper can start
+another attempt of it: the handler's side effects never happen twice at once.
+Servers of its own (``tests.support.stack``): PostgreSQL is stopped (or
+frozen, as across a network cut) under a running task, and brought back once
+the run has stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+from typing import Any
+
+import pytest
+import redis
+
+from tasks_core.storage.tasks import get_task
+from tests.security.lease_handlers import runs_key
+from tests.support.figures import report
+from tests.support.stack import Stack, stack
+from tests.support.wait import wait_until
+
+IMPORTS = "tests.support.handlers,tests.security.lease_handlers"
+
+
+def runs(system: Stack, task_id: uuid.UUID) -> dict[int, dict[str, float]]:
+    """Each attempt's start and stop (wall-clock), as its handler recorded them."""
+    client = redis.Redis.from_url(system.settings.redis_url)
+    found: dict[int, dict[str, float]] = {}
+    for raw in client.lrange(runs_key(task_id), 0, -1):
+        mark: dict[str, Any] = json.loads(raw)
+        found.setdefault(int(mark.pop("attempt")), {}).update(mark)
+    client.close()
+    return found
+
+
+def most_at_once(spans: list[tuple[float, float]]) -> int:
+    """The most runs in progress at one moment."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(stop, -1) for _, stop in spans])
+    at_once = best = 0
+    for _, step in edges:  # a stop sorts before a start at the same instant
+        at_once += step
+        best = max(best, at_once)
+    return best
+
+
+def postgres_processes(system: Stack) -> list[int]:
+    """The postmaster and its children (every backend and helper)."""
+    pid = system.postgres.pid
+    assert pid is not None
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [pid, *(int(p) for p in out.stdout.split())]
+
+
+@contextmanager
+def postgres_stopped(system: Stack) -> Iterator[None]:
+    """PostgreSQL down: connections are refused at once."""
+    system.postgres.stop()
+    try:
+        yield
+    finally:
+        system.postgres.start()
+
+
+@contextmanager
+def postgres_frozen(system: Stack) -> Iterator[None]:
+    """PostgreSQL unreachable as across a network cut: every process of it
+    stopped (SIGSTOP), so a query in flight neither answers nor fails."""
+    frozen = postgres_processes(system)
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in frozen:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("cut", [postgres_stopped, postgres_frozen], ids=["stopped", "frozen"])
+def test_a_run_whose_lease_can_not_be_renewed_stops_before_another_attempt_starts(
+    cut: Callable[[Stack], AbstractContextManager[None]],
+) -> None:
+    with stack() as system:
+        worker = system.start_worker("--concurrency", "1", env={"TASKS_IMPORTS": IMPORTS})
+        system.start_sweeper()
+        (task_id,) = system.create(
+            1, kind="CallAction", target_id="test/lease-watch", input={"seconds": 60},
+            max_attempts=3,
+        )  # fmt: skip
+        wait_until(lambda: 1 in runs(system, task_id), timeout=30, message="never started")
+
+        with cut(system):
+            # Renewals fail; the worker stops the handler before the lease runs out.
+            wait_until(
+                lambda: "stop" in runs(system, task_id).get(1, {}),
+                timeout=20,
+                message=f"the run went on without its lease; log:\n{worker.log()}",
+            )
+            assert "no lease renewal reached the database" in worker.log()
+
+        # The sweeper gives the task another attempt, which completes.
+        system.wait_all([task_id], ("completed",), timeout=60)
+        with system.store.statement() as conn:
+            task = get_task(conn, system.caller.organization_id, task_id)
+        assert task is not None and task.attempt == 2 and task.output == {"attempt": 2}, task
+        seen = runs(system, task_id)
+        assert sorted(seen) == [1, 2], seen
+        spans = [(r["start"], r["stop"]) for r in seen.values()]
+        concurrent = most_at_once(spans)
+        assert concurrent == 1, seen
+        # The stopped run wrote nothing: the task's only outcome is attempt 2's.
+        assert system.terminal_events([task_id]) == {task_id: 1}
+        report(f"lease loss ({cut.__name__}): concurrent_runs={concurrent} attempts={len(seen)}")
