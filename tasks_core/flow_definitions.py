@@ -20,11 +20,12 @@ an earlier step's output; both are resolved when the step's task is created.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tasks_core.errors import ValidationFailed
+from tasks_core.json_sizes import cached, json_size, resolved_size
 from tasks_core.queues import is_valid_name
 from tasks_core.quotas import check_executor, check_timeout
 
@@ -103,6 +104,7 @@ class Limits:
 
     max_steps: int = 10_000
     max_depth: int = 16
+    max_input_bytes: int = 524_288  # of each step's input, once resolved
     # Longest timeoutSeconds of a step (None: any).
     max_timeout_seconds: float | None = None
     # The executorIds a step may name (None: any); see tasks_core.quotas.
@@ -330,6 +332,40 @@ def resolve_refs(value: Any, *, flow_input: Any, outputs: Mapping[str, Any]) -> 
     if isinstance(value, list):
         return [resolve_refs(v, flow_input=flow_input, outputs=outputs) for v in value]
     return value
+
+
+def input_sizes(flow_input: Any, outputs: Mapping[str, Any]) -> Callable[[Step], int]:
+    """The size of a step's input once resolved against ``flow_input`` and
+    ``outputs``, never built: each referenced value is measured once, for
+    every step of the Flow asked about."""
+    measure = cached(lambda ref: json_size(_lookup(ref, flow_input, outputs)))
+
+    def size_of(step: Step) -> int:
+        if not refs_in(step.input):  # literal: one pass of the encoder
+            return json_size(step.input)
+        return resolved_size(step.input, measure)
+
+    return size_of
+
+
+def too_large_input(step: Step, size: int, limit: int, *, at_least: bool = False) -> str:
+    """Why a step's input is refused, naming the step and the size."""
+    bound = "at least " if at_least else ""
+    return f"step {step.id!r} input would be {bound}{size:,} bytes, over MAX_INPUT_BYTES {limit:,}"
+
+
+def check_input_sizes(steps: list[Step], *, flow_input: Any, max_bytes: int) -> None:
+    """Refuse at create time a step whose input must resolve over ``max_bytes``:
+    its literal parts plus the Flow's input parts it refers to (each step's
+    output counted as null, the least it can be). Raises ValidationFailed
+    ``too_large``."""
+    size_of = input_sizes(flow_input, {})
+    for step in steps:
+        size = size_of(step)
+        if size > max_bytes:
+            raise ValidationFailed(
+                too_large_input(step, size, max_bytes, at_least=True), code="too_large"
+            )
 
 
 def _lookup(ref: str, flow_input: Any, outputs: Mapping[str, Any]) -> Any:

@@ -11,13 +11,16 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import DBAPIError
 
 from tasks_core.errors import Conflict
 from tasks_core.publisher import CeleryPublisher, Publisher
 from tasks_core.settings import Settings
 from tasks_core.storage.db import make_engine
+from tasks_core.storage.errors import is_collision, is_stale_connection, is_unavailable
+
+# is_unavailable is part of the Store's interface (the sweeper's recoveries use it).
+__all__ = ["ATTEMPTS", "Store", "is_unavailable", "store_from_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -85,42 +88,30 @@ class Store:
         """A deadlock or serialization failure rolls the work back and runs it
         again, a few times, after a short random pause: each is a collision with
         a concurrent writer, not an outage. Past the last try it is a
-        :class:`Conflict`."""
-        for attempt in range(1, ATTEMPTS + 1):
+        :class:`Conflict`. A pooled connection found lost by the work's first
+        statement (nothing of the work can have run) is replaced once."""
+        collisions = 0
+        reconnected = False
+        while True:
             try:
                 with connect() as conn:
                     return work(conn)
             except DBAPIError as exc:
+                if is_stale_connection(exc) and not reconnected:
+                    log.info("a pooled connection was lost (%s); once more, fresh", exc.orig)
+                    reconnected = True
+                    continue
                 if not is_collision(exc):
                     raise
-                if attempt == ATTEMPTS:
+                collisions += 1
+                if collisions == ATTEMPTS:
                     raise Conflict(
                         "the change collided with concurrent changes to the same tasks "
                         f"{ATTEMPTS} times; retry the request"
                     ) from exc
                 log.info("collided with a concurrent change (%s); trying again", exc.orig)
-                time.sleep(random.uniform(0, 0.01 * 2**attempt))  # back off, apart from the other
-        raise AssertionError("unreachable")
-
-
-def is_collision(exc: DBAPIError) -> bool:
-    """A deadlock (40P01) or serialization failure (40001): worth running again."""
-    return getattr(exc.orig, "sqlstate", None) in ("40001", "40P01")
-
-
-def is_unavailable(exc: BaseException) -> bool:
-    """The database is out of reach or refuses work for now, whatever the
-    statement touched: no connection, a server shutting down or out of
-    resources, a pool exhausted, or collisions that kept coming back. Such a
-    failure is nobody's data's fault (the sweeper blames no task for it)."""
-    if isinstance(exc, Conflict | PoolTimeout):
-        return True
-    if not isinstance(exc, DBAPIError):
-        return False
-    state = getattr(exc.orig, "sqlstate", None)
-    if exc.connection_invalidated or state is None:
-        return isinstance(exc, OperationalError | InterfaceError)
-    return state.startswith(("08", "53", "57P")) or is_collision(exc)
+                # Back off, apart from the other writer.
+                time.sleep(random.uniform(0, 0.01 * 2**collisions))
 
 
 def store_from_settings(settings: Settings) -> Store:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy.exc import DBAPIError
-
 from tasks_core.flow_definitions import Step
 from tasks_core.lifecycle.engine import renew_leases
 from tasks_core.lifecycle.moves import (
@@ -81,13 +79,7 @@ def claim_tasks(
         max_running=settings.max_running_per_org,
         wait_seconds=settings.heartbeat_seconds,
     )
-    try:
-        return dict(execute(store, move, relaxed=True).tasks)
-    except DBAPIError as exc:
-        if not exc.connection_invalidated:
-            raise
-        # A pooled connection from before a database restart: once more, fresh.
-        return dict(execute(store, move, relaxed=True).tasks)
+    return dict(execute(store, move, relaxed=True).tasks)
 
 
 def renew_lease(store: Store, task_id: uuid.UUID, attempt: int) -> bool:

@@ -21,9 +21,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from tasks_core.errors import ValidationFailed
 from tasks_core.flow_definitions import Limits, Step, parse_flow
 from tasks_core.status import Status
+from tasks_core.storage.errors import DatabaseFailure, classify, reason
 from tasks_core.storage.tasks import Ancestry, ancestry
 from tasks_core.store import Store
 from tasks_core.task import MAX_TREE_DEPTH, TaskRecord
@@ -44,9 +47,17 @@ def run_flow(store: Store, task: TaskRecord, *, worker: str) -> TaskRecord | Non
     except ValidationFailed as exc:
         failure = Outcome(status=Status.FAILED, errors=[{"code": exc.code, "message": exc.message}])
         return finish_task(store, task, failure, worker=worker)
-    started = start_flow_run(store, task, steps, worker=worker)
+    try:
+        started = start_flow_run(store, task, steps, worker=worker)
+    except DBAPIError as exc:
+        if classify(exc) is not DatabaseFailure.DATA:
+            raise
+        # A registered flow built steps PostgreSQL can not store: final, not retried.
+        message = f"the database refused the Flow's steps: {reason(exc)}"
+        failure = Outcome(status=Status.FAILED, errors=[{"code": INVALID_FLOW, "message": message}])
+        return finish_task(store, task, failure, worker=worker)
     if started is not None:
-        log.info("flow %s started with %d steps", task.id, len(steps))
+        log.info("flow %s %s with %d steps", task.id, started.status.value, len(steps))
     return started
 
 

@@ -15,6 +15,7 @@ from tasks_core.status import Status
 from tasks_core.worker_protocol import Outcome
 from worker.errors import (
     INVALID_OUTPUT,
+    OUTPUT_REJECTED,
     OUTPUT_TOO_LARGE,
     TIMEOUT,
     Cancelled,
@@ -76,6 +77,17 @@ def timed_out(seconds: float | None = None) -> Decision:
     """The run passed its ``timeoutSeconds``."""
     limit = f" of {seconds:g} s" if seconds is not None else ""
     return _failure(TIMEOUT, f"the task ran longer than its timeout{limit}", retryable=True)
+
+
+def rejected(reason: str) -> Decision:
+    """PostgreSQL refused to store the outcome (a \\u0000 in a string, a number
+    out of range, a value over its size limits): storing it again would fail
+    again, so the task fails, not retried, without the refused values."""
+    return _failure(
+        OUTPUT_REJECTED,
+        f"the database refused to store the task's outcome: {reason}",
+        retryable=False,
+    )
 
 
 def failure(code: str, message: str, *, retryable: bool) -> Decision:

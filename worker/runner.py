@@ -15,11 +15,13 @@ import socket
 import time
 import uuid
 
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 import worker.builtins  # noqa: F401  (the built-in kinds and actions are always there)
 from tasks_core.flow_definitions import FLOW_KIND
 from tasks_core.status import Status
+from tasks_core.storage.errors import DatabaseFailure, classify, reason
 from tasks_core.store import Store
 from tasks_core.task import TaskRecord
 from tasks_core.worker_protocol import claim_task, finish_task, retry_task
@@ -108,18 +110,27 @@ def record(
 ) -> TaskRecord | None:
     """Persist a decision: a retry when allowed, else the terminal outcome.
 
-    While PostgreSQL is unreachable the write is retried (with backoff, for
-    up to ``OUTCOME_RETRY_SECONDS``) so that a computed outcome is not lost;
-    past that the run is left to the sweeper, which runs it again once its
-    lease expires. The write is fenced, so retrying it is safe.
+    What a write's failure means is told by ``classify``. While PostgreSQL
+    is unreachable the write is retried (with backoff, for up to
+    ``OUTCOME_RETRY_SECONDS``) so that a computed outcome is not lost; past
+    that the run is left to the sweeper, which runs it again once its lease
+    expires. The write is fenced, so retrying it is safe. An outcome that
+    PostgreSQL refuses (a value it can not store) would be refused again:
+    the task fails at once with ``output_rejected`` instead.
     """
     deadline = time.monotonic() + store.settings.outcome_retry_seconds
     pause = 0.2
+    refused = False  # the outcome was refused once: the failure written instead must pass
     while True:
         try:
             return _record_once(store, task, decision, worker=worker)
-        except (OperationalError, InterfaceError):
-            if time.monotonic() + pause > deadline:
+        except (DBAPIError, PoolTimeout) as exc:
+            failure = classify(exc)
+            if failure is DatabaseFailure.DATA and not refused:
+                log.warning("the outcome of task %s was refused: %s", task.id, exc)
+                decision, refused = outcome.rejected(reason(exc)), True
+                continue
+            if failure is not DatabaseFailure.OUTAGE or time.monotonic() + pause > deadline:
                 log.error("could not record the outcome of task %s; the sweeper will", task.id)
                 raise
             log.warning("database unavailable; retrying the outcome of task %s", task.id)

@@ -9,12 +9,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tasks_core import errors
-from tasks_core.store import is_collision
+from tasks_core.storage.errors import DatabaseFailure, classify, reason
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +110,6 @@ def install_error_handlers(app: FastAPI) -> None:
             message = "no such endpoint; see /openapi.json for the API"
         return error_response(exc.status_code, code, message)
 
-    @app.exception_handler(DataError)
-    async def _data(_: Request, exc: DataError) -> JSONResponse:
-        # PostgreSQL refused a value Python accepted (a \u0000 in text, NaN in JSON...).
-        reason = str(exc.orig).splitlines()[0] if exc.orig else "value not storable"
-        return error_response(422, "invalid_value", f"a value can not be stored: {reason}")
-
     @app.exception_handler(IntegrityError)
     async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
         constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
@@ -125,25 +119,13 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(409, "conflict", "the change conflicts with stored data")
         return error_response(422, "validation_error", message)
 
-    @app.exception_handler(OperationalError)
-    async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
-        if is_collision(exc):  # a deadlock or serialization failure: not an outage
-            return error_response(
-                409, "conflict", "the change collided with a concurrent change; retry the request"
-            )
-        log.warning("database unavailable: %s", exc.orig)
-        return error_response(503, "unavailable", "the database is unavailable; retry shortly")
-
     @app.exception_handler(PoolTimeout)
     async def _pool(_: Request, exc: PoolTimeout) -> JSONResponse:
         return error_response(503, "unavailable", "the database is busy; retry shortly")
 
     @app.exception_handler(DBAPIError)
-    async def _db_other(_: Request, exc: DBAPIError) -> JSONResponse:
-        if exc.connection_invalidated:
-            return error_response(503, "unavailable", "the database connection was lost; retry")
-        log.error("database error", exc_info=exc)
-        return error_response(500, "internal", "internal error; it has been logged")
+    async def _database(_: Request, exc: DBAPIError) -> JSONResponse:
+        return database_error(exc)
 
     @app.exception_handler(RecursionError)
     async def _deep(_: Request, exc: RecursionError) -> JSONResponse:
@@ -153,3 +135,24 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _any(_: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", exc_info=exc)
         return error_response(500, "internal", "internal error; it has been logged")
+
+
+def database_error(exc: DBAPIError) -> JSONResponse:
+    """A database error, told apart by :func:`tasks_core.storage.errors.classify`."""
+    match classify(exc):
+        case DatabaseFailure.OUTAGE:
+            log.warning("database unavailable: %s", exc.orig)
+            if exc.connection_invalidated:
+                return error_response(503, "unavailable", "the database connection was lost; retry")
+            return error_response(503, "unavailable", "the database is unavailable; retry shortly")
+        case DatabaseFailure.COLLISION:
+            return error_response(
+                409, "conflict", "the change collided with a concurrent change; retry the request"
+            )
+        case DatabaseFailure.DATA:
+            # PostgreSQL refused a value Python accepted (a \u0000 in text, a
+            # number out of range, a value over jsonb's size limit...).
+            return error_response(422, "invalid_value", f"a value can not be stored: {reason(exc)}")
+        case _:
+            log.error("database error", exc_info=exc)
+            return error_response(500, "internal", "internal error; it has been logged")

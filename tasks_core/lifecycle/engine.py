@@ -37,6 +37,7 @@ from tasks_core.lifecycle.moves import (
     EndFlow,
     FailRecovery,
     Finish,
+    FlowEnd,
     FlowStart,
     HandBack,
     MarkQueued,
@@ -333,7 +334,13 @@ def _start_flows(conn: Connection, move: StartFlow, held: Locked) -> Applied:
             for s in with_steps.values()
         ]
         waiting = flow_statements.start_flows(conn, rows, actor=move.actor)
-        publish += _spawn_first_steps(conn, waiting, with_steps, actor=move.actor)
+        spawned = _spawn_first_steps(conn, waiting, with_steps, actor=move.actor)
+        publish += spawned.publish
+        if spawned.refused:  # a first step's input too large: the Flow fails at once
+            ends = tuple(FlowEnd(f, Status.FAILED, errors=e) for f, e in spawned.refused.items())
+            failed = flow_engine.end_flows(conn, EndFlow(ends, actor=move.actor))
+            publish += _ended(conn, failed, actor=move.actor)
+            waiting = [*(w for w in waiting if w.id not in spawned.refused), *failed]
     empty = [s.attempt for s in move.starts if not s.steps]
     done = flow_statements.complete_empty_flows(conn, empty, actor=move.actor) if empty else []
     publish += _ended(conn, done, actor=move.actor)
@@ -343,7 +350,7 @@ def _start_flows(conn: Connection, move: StartFlow, held: Locked) -> Applied:
 def _spawn_first_steps(
     conn: Connection, waiting: Sequence[TaskRecord], starts: dict[uuid.UUID, FlowStart], *,
     actor: str,
-) -> list[Publish]:  # fmt: skip
+) -> flow_engine.Spawned:  # fmt: skip
     """Store each started Flow's steps (with who waits on whom) and spawn those
     that wait on nothing, for every Flow at once."""
     steps_rows: list[dict[str, object]] = []

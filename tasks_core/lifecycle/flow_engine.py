@@ -24,11 +24,13 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
-from tasks_core.flow_definitions import Step, refs_in, resolve_refs
+from tasks_core.flow_definitions import Step, input_sizes, refs_in, resolve_refs, too_large_input
 from tasks_core.ids import new_id
+from tasks_core.json_sizes import object_size
 from tasks_core.lifecycle import flow_statements, statements
-from tasks_core.lifecycle.moves import STEP_FAILED, EndFlow, FlowEnd, Publish
+from tasks_core.lifecycle.moves import STEP_FAILED, TOO_LARGE, EndFlow, FlowEnd, Publish
 from tasks_core.status import Status
+from tasks_core.storage.db import size_limits
 from tasks_core.task import NewTask, TaskRecord, TaskSpec
 
 
@@ -188,13 +190,24 @@ def fan_in(conn: Connection, ended: Iterable[Ended], *, actor: str) -> list[Publ
         if not ends:
             break
         decided = plan(ends, _pending(conn, ends))
-        _write_counts(conn, decided, actor=actor)
-        if decided.ready:
+        if decided.ready:  # spawned first, so that the fan_in lines say what was
             ready = {f: (decided.flows[f], steps) for f, steps in decided.ready.items()}
-            publish += spawn(conn, ready, actor=actor)
+            spawned = spawn(conn, ready, actor=actor)
+            publish += spawned.publish
+            _refuse(decided, spawned.refused)
+        _write_counts(conn, decided, actor=actor)
         flows = _end_flows(conn, decided, actor=actor)
         level = [f for f in flows if f.flow_step_id is not None and f.parent_id is not None]
     return publish
+
+
+def _refuse(decided: Plan, refused: Mapping[uuid.UUID, list[dict[str, str]]]) -> None:
+    """Flows whose ready steps were refused (an input too large) fail instead;
+    their fan_in lines spawn nothing."""
+    for flow_id, detail in decided.events:
+        if flow_id in refused and detail.get("spawned"):
+            detail["spawned"] = []
+    decided.fail.update(refused)
 
 
 def _step_ends(conn: Connection, level: Sequence[Ended]) -> list[StepEnd]:
@@ -249,9 +262,21 @@ def _end_flows(conn: Connection, decided: Plan, *, actor: str) -> list[TaskRecor
     if not decided.complete and not decided.fail:
         return []
     outputs = flow_outputs(conn, decided.complete)
-    ends = [FlowEnd(f, Status.COMPLETED, output=outputs.get(f, {})) for f in decided.complete]
+    limit = size_limits(conn).max_output_bytes
+    ends = [_completed(f, outputs.get(f, {}), limit=limit) for f in decided.complete]
     ends += [FlowEnd(f, Status.FAILED, errors=errors) for f, errors in decided.fail.items()]
     return end_flows(conn, EndFlow(tuple(ends), actor=actor))
+
+
+def _completed(flow_id: uuid.UUID, output: dict[str, Any], *, limit: int) -> FlowEnd:
+    """A Flow whose steps all ended completes with their outputs, unless
+    those would pass ``MAX_OUTPUT_BYTES`` (measured step by step, before the
+    whole is serialised): then it fails ``too_large``."""
+    size = object_size(output, stop_over=limit)
+    if size <= limit:
+        return FlowEnd(flow_id, Status.COMPLETED, output=output)
+    message = f"the Flow's output would be at least {size:,} bytes, over MAX_OUTPUT_BYTES {limit:,}"
+    return FlowEnd(flow_id, Status.FAILED, errors=[{"code": TOO_LARGE, "message": message}])
 
 
 def end_flows(conn: Connection, move: EndFlow) -> list[TaskRecord]:
@@ -279,17 +304,59 @@ def flow_outputs(
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class Spawned:
+    """What a spawn did: the step tasks to publish, and the Flows that must
+    fail instead because a ready step's input would be too large (none of
+    their steps is created)."""
+
+    publish: list[Publish]
+    refused: dict[uuid.UUID, list[dict[str, str]]]  # Flow -> its errors
+
+
 def spawn(
     conn: Connection,
     ready: Mapping[uuid.UUID, tuple[ParentFlow, Sequence[Step]]],
     *,
     actor: str,
     inputs: Mapping[uuid.UUID, Any] | None = None,
-) -> list[Publish]:
+) -> Spawned:
     """Create the child tasks of each Flow's ready steps, inputs resolved, all
     in one statement; they share their Flow's organization, author, app and
-    state. ``inputs``: Flows' inputs the caller has read already."""
-    known = dict(inputs or {})
+    state. ``inputs``: Flows' inputs the caller has read already. A step
+    whose input would resolve over ``MAX_INPUT_BYTES`` is found before it is
+    built: its Flow fails ``too_large`` instead."""
+    known, outputs = _referenced(conn, ready, inputs or {})
+    limit = size_limits(conn).max_input_bytes
+    refused: dict[uuid.UUID, list[dict[str, str]]] = {}
+    new: list[NewTask] = []
+    for flow, steps in ready.values():
+        error = _oversized(
+            steps, flow_input=known.get(flow.id), outputs=outputs[flow.id], limit=limit
+        )
+        if error is not None:
+            refused[flow.id] = [error]
+            continue
+        new += [
+            _step_task(flow, step, flow_input=known.get(flow.id), outputs=outputs[flow.id])
+            for step in steps
+        ]
+    created = (
+        statements.create(conn, [t.columns() for t in new], [], actor=actor, trusted=True)
+        if new
+        else []
+    )
+    return Spawned([Publish(task) for task in created], refused)
+
+
+def _referenced(
+    conn: Connection,
+    ready: Mapping[uuid.UUID, tuple[ParentFlow, Sequence[Step]]],
+    inputs: Mapping[uuid.UUID, Any],
+) -> tuple[dict[uuid.UUID, Any], dict[uuid.UUID, dict[str, Any]]]:
+    """What the ready steps refer to, read in one statement: each Flow's
+    input (unless in ``inputs``) and the outputs of the steps referred to."""
+    known = dict(inputs)
     refs = {f: {r for s in steps for r in refs_in(s.input)} for f, (_, steps) in ready.items()}
     need_input = [f for f, rs in refs.items() if f not in known and any(_of_input(r) for r in rs)]
     wanted = {f: {r.split(".")[1] for r in rs if r.startswith("steps.")} for f, rs in refs.items()}
@@ -302,13 +369,19 @@ def spawn(
                 known[r.flow_id] = r.value
             elif r.step in wanted[r.flow_id]:
                 outputs[r.flow_id][r.step] = r.value
-    new = [
-        _step_task(flow, step, flow_input=known.get(flow.id), outputs=outputs[flow.id])
-        for flow, steps in ready.values()
-        for step in steps
-    ]
-    created = statements.create(conn, [t.columns() for t in new], [], actor=actor, trusted=True)
-    return [Publish(task) for task in created]
+    return known, outputs
+
+
+def _oversized(
+    steps: Sequence[Step], *, flow_input: Any, outputs: Mapping[str, Any], limit: int
+) -> dict[str, str] | None:
+    """The error of the first step whose input would resolve over ``limit``."""
+    size_of = input_sizes(flow_input, outputs)
+    for step in steps:
+        size = size_of(step)
+        if size > limit:
+            return {"code": TOO_LARGE, "message": too_large_input(step, size, limit)}
+    return None
 
 
 def _of_input(ref: str) -> bool:

@@ -51,6 +51,7 @@ class Outcome:
 WORKER_LOST = "worker_lost"
 QUEUE_TIMEOUT = "queue_timeout"
 STEP_FAILED = "step_failed"
+TOO_LARGE = "too_large"  # a step's resolved input, or a Flow's output, over its limit
 RECOVERY_FAILED = "recovery_failed"
 
 

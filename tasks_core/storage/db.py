@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import select
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, Engine, TextClause, bindparam, create_engine, text
+from sqlalchemy import Connection, Engine, TextClause, bindparam, create_engine, event, text
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from tasks_core.settings import Settings, get_settings
 from tasks_core.status import Status
+from tasks_core.storage.errors import mark_before_any_statement
 
 
 def sqlalchemy_url(database_url: str) -> str:
@@ -22,11 +28,36 @@ def sqlalchemy_url(database_url: str) -> str:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SizeLimits:
+    """``MAX_INPUT_BYTES`` and ``MAX_OUTPUT_BYTES``, for values the service
+    builds itself inside a move: a Flow step's resolved input, a Flow's output."""
+
+    max_input_bytes: int
+    max_output_bytes: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> SizeLimits:
+        return cls(settings.max_input_bytes, settings.max_output_bytes)
+
+
+# The engine carries its settings' limits to every connection, as an
+# execution option: moves are applied on a connection and see no settings.
+_SIZE_LIMITS = "tasks_core_size_limits"
+
+
+def size_limits(conn: Connection) -> SizeLimits:
+    """The limits of the settings ``conn``'s engine was made with."""
+    limits = conn.get_execution_options().get(_SIZE_LIMITS)
+    return limits if isinstance(limits, SizeLimits) else SizeLimits.of(get_settings())
+
+
 def make_engine(
     database_url: str, settings: Settings | None = None, *, synchronous_commit: bool = True
 ) -> Engine:
-    """A pooled engine. No pre-ping: it would cost a round trip per checkout;
-    a broken connection is discarded by SQLAlchemy when it fails instead.
+    """A pooled engine. No pre-ping: it would cost a round trip per checkout.
+    Instead each checkout looks, without a round trip, whether the server has
+    closed the connection while it sat in the pool (see :func:`drop_if_closed`).
 
     ``synchronous_commit=False`` makes an engine whose commits return before
     their WAL is flushed (no fsync wait), for writes that may be lost in a
@@ -35,14 +66,70 @@ def make_engine(
     options = f"-c statement_timeout={settings.db_statement_timeout_ms} -c timezone=UTC"
     if not synchronous_commit:
         options += " -c synchronous_commit=off"
-    return create_engine(
+    engine = create_engine(
         sqlalchemy_url(database_url),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_overflow,
         pool_recycle=1800,
         pool_timeout=10,
         connect_args={"options": options, "connect_timeout": 5},
+        execution_options={_SIZE_LIMITS: SizeLimits.of(settings)},
     )
+    event.listen(engine, "checkout", drop_if_closed)
+    event.listen(engine, "checkout", _reset_count)
+    event.listen(engine, "after_cursor_execute", _count_statement)
+    event.listen(engine, "handle_error", _note_stale)
+    return engine
+
+
+# In a connection's info: whether a statement ran on it since its checkout.
+_RAN = "tasks_core_ran"
+
+
+def _reset_count(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    record.info[_RAN] = False
+
+
+def _count_statement(conn: Connection, *_: Any) -> None:
+    conn.info[_RAN] = True
+
+
+def _note_stale(context: ExceptionContext) -> None:
+    """A disconnect on the first statement of a checkout (the connection died
+    after the checkout's look, or gave no sign of it): marked, so that the
+    Store may run the work again (``storage.errors.is_stale_connection``)."""
+    conn = context.connection
+    if (
+        context.is_disconnect
+        and conn is not None
+        and not conn.info.get(_RAN)
+        and isinstance(context.sqlalchemy_exception, DBAPIError)
+    ):
+        mark_before_any_statement(context.sqlalchemy_exception)
+
+
+def drop_if_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Pool checkout hook: a pooled connection the server has closed since it
+    was last used (a restart or failover, a proxy's or the server's idle
+    timeout, ``pg_terminate_backend``) is replaced by a fresh one before any
+    statement is sent on it, so no request fails on it.
+
+    An idle connection has nothing to read: the server sends nothing between
+    queries but its farewell (a FATAL error, then end of file) or, rarely, a
+    notice. Readable therefore means closed, or worth replacing anyway; one
+    poll of the socket costs no round trip. Raising DisconnectionError makes
+    the pool discard the connection and connect again (a database that is
+    really down then fails the checkout, as before)."""
+    if dbapi_connection.closed or dbapi_connection.broken:
+        raise DisconnectionError("the pooled connection is closed")
+    try:
+        poller = select.poll()
+        poller.register(dbapi_connection.pgconn.socket, select.POLLIN | select.POLLERR)
+        ready = poller.poll(0)
+    except Exception as exc:  # a socket that can not be polled is no socket to use
+        raise DisconnectionError(f"the pooled connection can not be polled: {exc}") from exc
+    if ready:
+        raise DisconnectionError("the server closed the pooled connection")
 
 
 def ping(conn: Connection) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection
 
 from tasks_core.errors import NotFound, QuotaExceeded, ValidationFailed
-from tasks_core.flow_definitions import FLOW_KIND, Limits, parse_flow
+from tasks_core.flow_definitions import FLOW_KIND, Limits, check_input_sizes, parse_flow
 from tasks_core.ids import new_id
 from tasks_core.lifecycle.engine import apply
 from tasks_core.lifecycle.moves import Applied, Create
@@ -60,6 +61,7 @@ def create_task_once(
     limits = Limits(
         max_steps=store.settings.flow_max_steps,
         max_depth=store.settings.flow_max_depth,
+        max_input_bytes=store.settings.max_input_bytes,
         max_timeout_seconds=store.settings.max_timeout_seconds,
         executors=caller.executors,
     )
@@ -165,7 +167,7 @@ def new_task(caller: Caller, spec: TaskSpec, *, limits: Limits) -> NewTask:
     ended_at = as_utc(spec.ended_at, field="endedAt")
     check_times(started_at, ended_at)
     if spec.kind == FLOW_KIND and spec.status is Status.CREATED:
-        check_flow_definition(spec.params, spec.target_id, limits=limits)
+        check_flow_definition(spec.params, spec.target_id, limits=limits, flow_input=spec.input)
     if spec.max_attempts < 1:
         raise ValidationFailed(f"maxAttempts must be at least 1, not {spec.max_attempts}")
     if spec.timeout_seconds is not None and spec.timeout_seconds <= 0:
@@ -185,7 +187,7 @@ def new_task(caller: Caller, spec: TaskSpec, *, limits: Limits) -> NewTask:
 
 
 def check_flow_definition(
-    params: dict[str, object], target_id: str | None, *, limits: Limits
+    params: dict[str, object], target_id: str | None, *, limits: Limits, flow_input: Any = None
 ) -> None:
     """A Flow that will run has its inline steps validated now, so a bad one is
     a 4xx at create time, not a failure at run time. A registered flow
@@ -196,7 +198,8 @@ def check_flow_definition(
             raise ValidationFailed(
                 "a Flow takes params.steps or targetId (a registered flow), not both"
             )
-        parse_flow(params["steps"], params.get("mode"), limits=limits)
+        steps = parse_flow(params["steps"], params.get("mode"), limits=limits)
+        check_input_sizes(steps, flow_input=flow_input, max_bytes=limits.max_input_bytes)
     elif not target_id:
         raise ValidationFailed(
             "a Flow needs params.steps (a list of steps) or targetId naming a registered flow"

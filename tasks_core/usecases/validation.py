@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from tasks_core.errors import NotFound, ValidationFailed
+from tasks_core.json_sizes import json_size
 from tasks_core.queues import is_valid_name
 from tasks_core.settings import Settings
 
@@ -54,11 +54,6 @@ def parse_task_id(value: str | uuid.UUID, *, field: str = "task") -> uuid.UUID:
         return uuid.UUID(value)
     except (ValueError, AttributeError, TypeError):
         raise NotFound(f"{field} {value!r} names no task") from None
-
-
-def json_size(value: Any) -> int:
-    """Bytes of a value as compact JSON (how it is stored and sent)."""
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
 
 
 def check_sizes(settings: Settings, values: Mapping[str, Any]) -> None:
