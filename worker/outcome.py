@@ -69,8 +69,19 @@ def from_exception(exc: BaseException, *, expose_traceback: bool = False) -> Dec
         shown["traceback"] = "".join(traceback.format_exception(exc))
     if isinstance(exc, TaskError):
         return _failure(exc.code, exc.message, retryable=exc.retryable, shown=shown)
-    message = str(exc) or type(exc).__name__
-    return _failure(_code_of(exc), message, retryable=True, shown=shown)
+    return _failure(_code_of(exc), _message_of(exc), retryable=True, shown=shown)
+
+
+def _message_of(exc: BaseException) -> str:
+    """The exception's message, without the SQL a database error carries:
+    SQLAlchemy adds the statement and its parameters to the driver's error
+    (``exc.orig``), and the driver adds the server's ``LINE 1: ...`` context
+    after the first line."""
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, BaseException):
+        first = (str(orig).splitlines() or [""])[0]
+        return f"{type(orig).__name__}: {first}" if first else type(orig).__name__
+    return str(exc) or type(exc).__name__
 
 
 def timed_out(seconds: float | None = None) -> Decision:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from unittest import mock
 
 import pytest
+import sqlalchemy
 
 from tasks_core.status import Status
 from tasks_core.task import TaskRecord
@@ -50,6 +51,21 @@ def test_the_traceback_goes_into_the_event_log_only_when_exposed() -> None:
         decision = outcome.from_exception(exc, expose_traceback=True)
     assert decision.outcome.detail and "Traceback" in decision.outcome.detail["traceback"]
     assert "Traceback" not in decision.outcome.errors[0]["message"]
+
+
+def test_a_database_error_keeps_its_message_but_not_its_sql() -> None:
+    engine = sqlalchemy.create_engine("sqlite://")  # a real driver's error, no server
+    try:
+        with engine.connect() as conn:
+            conn.execute(
+                sqlalchemy.text("SELECT card_number FROM payments WHERE id = :id"), {"id": 7}
+            )
+    except sqlalchemy.exc.OperationalError as exc:
+        assert "card_number" in str(exc)  # what SQLAlchemy itself would show
+        decision = outcome.from_exception(exc)
+    message = decision.outcome.errors[0]["message"]
+    assert message == "OperationalError: no such table: payments"
+    assert "card_number" not in str(decision.outcome.detail)
 
 
 def test_task_error_sets_code_message_and_retryability() -> None:
