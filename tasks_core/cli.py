@@ -232,11 +232,10 @@ def _run_orgs_executors(args: argparse.Namespace) -> int:
 
 
 def _run_api(args: argparse.Namespace) -> int:
-    import uvicorn
+    from tasks_core.api.serve import serve
 
     _database_url()
-    uvicorn.run(
-        "tasks_core.api.main:app",
+    serve(
         host=args.host,
         port=args.port,
         workers=args.workers,
