@@ -200,7 +200,11 @@ def _run_keys_revoke(args: argparse.Namespace) -> int:
         sys.exit(exc.message)
     finally:
         engine.dispose()
+    # The API processes' key caches may still accept it a little longer.
+    seconds = get_settings().key_cache_seconds
     print(f"revoked key {key_id}")
+    if seconds > 0:
+        print(f"API processes refuse it within KEY_CACHE_SECONDS ({seconds:g} s)")
     return 0
 
 

@@ -3,6 +3,9 @@ within KEY_CACHE_SECONDS, and unknown keys are never remembered."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -95,3 +98,18 @@ def test_unknown_keys_are_never_remembered(http: TestClient, engine: Engine) -> 
             error_of(response, 401, "unauthorized")
     assert len(cache) == 0
     assert len(_key_lookups(sent)) == 20
+
+
+def test_keys_revoke_says_when_api_processes_refuse_the_key(
+    database_url: str, acme: OrgClient
+) -> None:
+    env = {**os.environ, "DATABASE_URL": database_url, "KEY_CACHE_SECONDS": "5"}
+    result = subprocess.run(
+        [sys.executable, "-m", "tasks_core.cli", "keys", "revoke", acme.key_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "within KEY_CACHE_SECONDS (5 s)" in result.stdout
