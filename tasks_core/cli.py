@@ -232,6 +232,9 @@ def _run_orgs_executors(args: argparse.Namespace) -> int:
         engine.dispose()
     shown = "any" if allowed is None else (", ".join(sorted(set(allowed))) or "none")
     print(f"organization {args.org}: executorIds allowed: {shown}")
+    seconds = get_settings().key_cache_seconds
+    if seconds > 0:
+        print(f"API processes apply it within KEY_CACHE_SECONDS ({seconds:g} s)")
     return 0
 
 
