@@ -200,7 +200,11 @@ def _run_keys_revoke(args: argparse.Namespace) -> int:
         sys.exit(exc.message)
     finally:
         engine.dispose()
+    # The API processes' key caches may still accept it a little longer.
+    seconds = get_settings().key_cache_seconds
     print(f"revoked key {key_id}")
+    if seconds > 0:
+        print(f"API processes refuse it within KEY_CACHE_SECONDS ({seconds:g} s)")
     return 0
 
 
@@ -228,15 +232,17 @@ def _run_orgs_executors(args: argparse.Namespace) -> int:
         engine.dispose()
     shown = "any" if allowed is None else (", ".join(sorted(set(allowed))) or "none")
     print(f"organization {args.org}: executorIds allowed: {shown}")
+    seconds = get_settings().key_cache_seconds
+    if seconds > 0:
+        print(f"API processes apply it within KEY_CACHE_SECONDS ({seconds:g} s)")
     return 0
 
 
 def _run_api(args: argparse.Namespace) -> int:
-    import uvicorn
+    from tasks_core.api.serve import serve
 
     _database_url()
-    uvicorn.run(
-        "tasks_core.api.main:app",
+    serve(
         host=args.host,
         port=args.port,
         workers=args.workers,

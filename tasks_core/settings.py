@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +30,15 @@ class Settings(BaseSettings):
     )
     db_pool_overflow: int = Field(
         default=10, ge=0, description="Extra connections allowed above the pool."
+    )
+    db_prepare_threshold: int = Field(
+        default=1,
+        ge=0,
+        description=(
+            "A statement is prepared on the server once a pooled connection has run it this "
+            "many times and reused from then on (0 = never; for a proxy in transaction "
+            "pooling mode that does not keep prepared statements)."
+        ),
     )
     db_statement_timeout_ms: int = Field(
         default=30_000,
@@ -193,6 +202,24 @@ class Settings(BaseSettings):
             "rate_limited with Retry-After (0 = no limit)."
         ),
     )
+
+    key_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description=(
+            "How long an API process reuses a valid API key's lookup (its organization and "
+            "executor list) without asking PostgreSQL; a revoked key may still work this "
+            "long in each API process (0 = look up every request)."
+        ),
+    )
+
+    @field_validator("db_prepare_threshold", mode="before")
+    @classmethod
+    def _off_means_zero(cls, value: object) -> object:
+        """``DB_PREPARE_THRESHOLD=none`` (or ``off``) reads as 0: never prepare."""
+        if isinstance(value, str) and value.strip().lower() in {"none", "off"}:
+            return 0
+        return value
 
 
 @lru_cache(maxsize=1)

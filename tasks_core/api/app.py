@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from tasks_core.api import routes_health, routes_states, routes_tasks
 from tasks_core.api.errors import install_error_handlers
+from tasks_core.api.key_cache import KeyCache
 from tasks_core.api.limits import BodyLimit
 from tasks_core.settings import Settings, get_settings
 from tasks_core.store import Store, store_from_settings
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     )
     if store is not None:
         app.state.store = store
+    app.state.key_cache = KeyCache(settings.key_cache_seconds)
     install_error_handlers(app)
     app.include_router(routes_tasks.router)
     app.include_router(routes_states.router)

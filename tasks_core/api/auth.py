@@ -5,24 +5,27 @@ from __future__ import annotations
 from typing import Annotated, NoReturn
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from tasks_core.api.key_cache import KeyCache
 from tasks_core.api.ratelimit import enforce_rate_limit, enforce_unauthenticated_limit
 from tasks_core.errors import Unauthorized
 from tasks_core.records import Caller
-from tasks_core.storage.keys import authenticate
+from tasks_core.storage.keys import digest, look_up
 from tasks_core.store import Store
 
 _bearer = HTTPBearer(auto_error=False, description="Your API key as the bearer token.")
 
 
-def get_store(request: Request) -> Store:
-    """The process's store, created at start-up."""
+async def get_store(request: Request) -> Store:
+    """The process's store, created at start-up. Async because it does no
+    I/O: a sync dependency would cost a hop to the threadpool per request."""
     store: Store = request.app.state.store
     return store
 
 
-def get_caller(
+async def get_caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
@@ -30,21 +33,50 @@ def get_caller(
     when the key is over ``RATE_LIMIT_PER_MINUTE``, or when its address sent
     more than ``UNAUTHENTICATED_RATE_LIMIT_PER_MINUTE`` requests without a valid key.
 
+    A valid key's lookup is remembered for ``KEY_CACHE_SECONDS`` (see
+    ``api.key_cache``): a remembered key costs no SQL at all, and with the
+    per-key limit off it is answered on the event loop, without the hop to the
+    threadpool that the blocking lookups (SQL, Redis) need."""
+    store: Store = request.app.state.store
+    secret = credentials.credentials if credentials is not None else ""
+    if secret and store.settings.rate_limit_per_minute <= 0:
+        cache: KeyCache = request.app.state.key_cache
+        caller = cache.get(digest(secret))
+        if caller is not None:
+            return caller
+    return await run_in_threadpool(_authenticate, request, store, secret)
+
+
+def _authenticate(request: Request, store: Store, secret: str) -> Caller:
+    """:func:`get_caller`'s blocking part.
+
     The per-key limit is counted only after authentication: it is per key, and
     a stranger's bad keys must not use up a customer's allowance. A refused
     request costs one Redis round trip, never another SQL lookup. With the
     limits off (0) nothing beyond the one SQL lookup happens."""
-    store = get_store(request)
-    if credentials is None or not credentials.credentials:
+    if not secret:
         _refuse(request, store, "missing API key: send 'Authorization: Bearer <key>'")
-    with store.statement() as conn:
-        caller = authenticate(conn, credentials.credentials)
+    caller = _caller_of(request, store, digest(secret))
     if caller is None:
         _refuse(request, store, "the API key is unknown, revoked or expired")
     limit = store.settings.rate_limit_per_minute
     if limit > 0:
         enforce_rate_limit(store.settings.redis_url, caller.key_id, limit)
     return caller
+
+
+def _caller_of(request: Request, store: Store, key_hash: bytes) -> Caller | None:
+    """The key's caller, from the process's cache or else from PostgreSQL."""
+    cache: KeyCache = request.app.state.key_cache
+    caller = cache.get(key_hash)
+    if caller is not None:
+        return caller
+    with store.statement() as conn:
+        grant = look_up(conn, key_hash)
+    if grant is None:
+        return None
+    cache.put(key_hash, grant)
+    return grant.caller
 
 
 def _refuse(request: Request, store: Store, message: str) -> NoReturn:

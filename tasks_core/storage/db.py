@@ -61,7 +61,10 @@ def make_engine(
 
     ``synchronous_commit=False`` makes an engine whose commits return before
     their WAL is flushed (no fsync wait), for writes that may be lost in a
-    database crash without harm (see ``Store.relaxed_statement``)."""
+    database crash without harm (see ``Store.relaxed_statement``).
+
+    Statements are prepared on the server once a connection has run them
+    ``DB_PREPARE_THRESHOLD`` times (see :func:`_prepare_threshold`)."""
     settings = settings or get_settings()
     options = f"-c statement_timeout={settings.db_statement_timeout_ms} -c timezone=UTC"
     if not synchronous_commit:
@@ -72,7 +75,11 @@ def make_engine(
         max_overflow=settings.db_pool_overflow,
         pool_recycle=1800,
         pool_timeout=10,
-        connect_args={"options": options, "connect_timeout": 5},
+        connect_args={
+            "options": options,
+            "connect_timeout": 5,
+            "prepare_threshold": _prepare_threshold(settings),
+        },
         execution_options={_SIZE_LIMITS: SizeLimits.of(settings)},
     )
     event.listen(engine, "checkout", drop_if_closed)
@@ -80,6 +87,21 @@ def make_engine(
     event.listen(engine, "after_cursor_execute", _count_statement)
     event.listen(engine, "handle_error", _note_stale)
     return engine
+
+
+def _prepare_threshold(settings: Settings) -> int | None:
+    """psycopg's ``prepare_threshold``: a statement text run this many times on
+    a connection is prepared there (parsed and planned once; later runs send
+    only the name and the parameters), in the same round trip as its run.
+    The hot statements (a create, a claim, an outcome) are the same texts
+    every time, so 1 prepares them from their second run; one-off statements
+    (migrations, ad hoc reads) are never prepared. A proxy in transaction
+    pooling mode that does not keep prepared statements per client (PgBouncer
+    before 1.21, or without ``max_prepared_statements``) needs 0: None, never.
+    A rollback drops a connection's prepared statements (psycopg deallocates
+    them); they are prepared again on their next runs."""
+    threshold = settings.db_prepare_threshold
+    return threshold if threshold > 0 else None
 
 
 # In a connection's info: whether a statement ran on it since its checkout.

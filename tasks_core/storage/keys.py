@@ -85,20 +85,35 @@ def revoke_key(conn: Connection, key_id: uuid.UUID) -> None:
         raise NotFound(f"no API key with id {key_id}")
 
 
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a valid key stands for, and until when (None: no expiry)."""
+
+    caller: Caller
+    expires_at: datetime | None
+
+
 def authenticate(conn: Connection, secret: str) -> Caller | None:
     """The caller a presented key stands for, or None if unknown, revoked or expired."""
+    grant = look_up(conn, digest(secret))
+    return None if grant is None else grant.caller
+
+
+def look_up(conn: Connection, key_hash: bytes) -> Grant | None:
+    """The grant of the key with this digest, or None if unknown, revoked or expired."""
     row = conn.execute(
         text(
-            "SELECT k.id, k.organization_id, o.allowed_executors FROM api_keys k "
+            "SELECT k.id, k.organization_id, k.expires_at, o.allowed_executors FROM api_keys k "
             "JOIN organizations o ON o.id = k.organization_id WHERE k.key_hash = :hash "
             "AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())"
         ),
-        {"hash": digest(secret)},
+        {"hash": key_hash},
     ).first()
     if row is None:
         return None
     executors = None if row.allowed_executors is None else frozenset(row.allowed_executors)
-    return Caller(organization_id=row.organization_id, key_id=row.id, executors=executors)
+    caller = Caller(organization_id=row.organization_id, key_id=row.id, executors=executors)
+    return Grant(caller=caller, expires_at=row.expires_at)
 
 
 def set_allowed_executors(

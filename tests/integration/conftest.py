@@ -18,9 +18,12 @@ from tests.support.api import OrgClient, issue_key
 
 
 @pytest.fixture
-def settings(database_url: str, redis_url: str) -> Settings:
-    """Default settings pointed at this test's database and the test Redis."""
-    return Settings(database_url=database_url, redis_url=redis_url)
+def settings(request: pytest.FixtureRequest, database_url: str, redis_url: str) -> Settings:
+    """Default settings pointed at this test's database and the test Redis; a
+    test may change some with ``@pytest.mark.parametrize("settings",
+    [{"key_cache_seconds": 0}], indirect=True)``."""
+    overrides: dict[str, object] = getattr(request, "param", {})
+    return Settings(database_url=database_url, redis_url=redis_url, **overrides)
 
 
 @pytest.fixture

@@ -88,6 +88,8 @@ def test_unauthorized_comes_before_body_validation(http: TestClient) -> None:
     error_of(http.post("/v1/tasks", json={"nokind": 1}), 401, "unauthorized")
 
 
+# Revocation takes effect at once only without the key cache (KEY_CACHE_SECONDS=0).
+@pytest.mark.parametrize("settings", [{"key_cache_seconds": 0}], indirect=True)
 def test_revoked_key_is_401_on_every_endpoint(
     http: TestClient, engine: Engine, acme: OrgClient, ids: dict[str, str]
 ) -> None:
@@ -99,6 +101,8 @@ def test_revoked_key_is_401_on_every_endpoint(
         error_of(send(http, endpoint, ids, acme.headers), 401, "unauthorized")
 
 
+# Revocation takes effect at once only without the key cache (KEY_CACHE_SECONDS=0).
+@pytest.mark.parametrize("settings", [{"key_cache_seconds": 0}], indirect=True)
 def test_revoking_one_key_leaves_other_keys_of_the_org(
     engine: Engine, org_client: Callable[[str], OrgClient]
 ) -> None:

@@ -35,7 +35,8 @@ def empty_database(pg_server: EmbeddedPostgres) -> str:
 
 
 def test_migrate_keys_and_api_work_together(empty_database: str, redis_url: str) -> None:
-    env = {"DATABASE_URL": empty_database, "REDIS_URL": redis_url}
+    # The revoke below must take effect at once: no key cache in the API.
+    env = {"DATABASE_URL": empty_database, "REDIS_URL": redis_url, "KEY_CACHE_SECONDS": "0"}
     migrated = tasks_core("migrate", env=env)
     assert migrated.returncode == 0, migrated.stderr
     assert tasks_core("migrate", env=env).returncode == 0  # idempotent

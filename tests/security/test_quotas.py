@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, event
 
 from tasks_core.quotas import run_timeout
@@ -163,6 +164,9 @@ def orgs_executors(settings: Settings, *args: str) -> subprocess.CompletedProces
     )
 
 
+# The list changes below must take effect at once: without the key cache, which
+# keeps an organization's list with its key for KEY_CACHE_SECONDS.
+@pytest.mark.parametrize("settings", [{"key_cache_seconds": 0}], indirect=True)
 def test_an_organization_may_name_only_the_executors_of_its_list(
     acme: OrgClient, globex: OrgClient, settings: Settings
 ) -> None:

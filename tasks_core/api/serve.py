@@ -1,0 +1,45 @@
+"""Serving the API with uvicorn, in one process or several (``tasks-core api``).
+
+Why not plain ``uvicorn.run`` for several processes: its supervisor binds the
+listening socket itself with ``proto`` 0, and asyncio turns ``TCP_NODELAY``
+on for an accepted connection only when the socket says ``IPPROTO_TCP``
+(uvicorn issue #3149). Without it every answer on a keep-alive connection
+waits for the client's delayed ACK, about 40 ms on Linux. One process is not
+affected: asyncio builds that listener from ``getaddrinfo`` (proto 6).
+So the supervisor here gets a listener that names its protocol; the rest is
+uvicorn's own: its config, its worker processes and their supervision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+
+APP = "tasks_core.api.main:app"
+
+
+class _Config(uvicorn.Config):
+    """uvicorn's config, whose TCP listener says it is TCP."""
+
+    def bind_socket(self) -> socket.socket:
+        sock = super().bind_socket()
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return sock
+        # The same descriptor (still inheritable), under a socket object whose
+        # proto is IPPROTO_TCP: the worker processes rebuild it with that proto
+        # and asyncio then sets TCP_NODELAY on each connection they accept.
+        return socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
+
+
+def serve(*, host: str, port: int, workers: int, log_level: str) -> None:
+    """Serve the API on ``host:port`` with ``workers`` processes."""
+    if workers <= 1:
+        uvicorn.run(APP, host=host, port=port, log_level=log_level)
+        return
+    config = _Config(APP, host=host, port=port, workers=workers, log_level=log_level)
+    # Ctrl-C stops the supervisor and its processes, quietly (as uvicorn.run does).
+    with contextlib.suppress(KeyboardInterrupt):
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
