@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import redis
 from celery import Celery
@@ -59,6 +59,15 @@ class Publisher(Protocol):
         restarted without persistence); raise when the broker is down."""
 
 
+@runtime_checkable
+class BatchPublisher(Protocol):
+    """A broker that takes many messages in one round trip."""
+
+    def publish_many(self, messages: Sequence[TaskMessage]) -> None:
+        """Put every message on its queue at once; raise when the broker
+        did not take them (then none, or only some, may be on their queues)."""
+
+
 @dataclass
 class MemoryPublisher:
     """A publisher that keeps messages in a list (unit tests)."""
@@ -70,6 +79,11 @@ class MemoryPublisher:
         if self.fail:
             raise ConnectionError("broker unavailable (MemoryPublisher.fail)")
         self.messages.append(message)
+
+    def publish_many(self, messages: Sequence[TaskMessage]) -> None:
+        if self.fail:
+            raise ConnectionError("broker unavailable (MemoryPublisher.fail)")
+        self.messages.extend(messages)
 
     def ping(self) -> bool:
         return not self.fail
@@ -116,8 +130,21 @@ class CeleryPublisher:
         )
 
     def publish(self, message: TaskMessage, *, countdown: float | None = None) -> None:
+        self._send(message, countdown=countdown)
+
+    def publish_many(self, messages: Sequence[TaskMessage]) -> None:
+        """Every message in one Redis pipeline (kombu's producer batch): one
+        round trip for a whole batch of new tasks."""
+        with self._app.producer_or_acquire() as producer, producer.batch():
+            for message in messages:
+                self._send(message, producer=producer)
+
+    def _send(
+        self, message: TaskMessage, *, countdown: float | None = None, producer: Any = None
+    ) -> None:
         self._app.send_task(
             RUN_TASK,
+            producer=producer,
             args=[message.task_id],
             countdown=countdown or None,
             queue=self._queue(message.queue),
