@@ -216,3 +216,15 @@ def test_a_batch_whose_publish_is_lost_is_published_by_the_sweeper(
 
     wait_until(all_published, timeout=20, interval=0.1)
     report(f"\nbatch lost publish ({fault}): tasks={len(ids)} republished={len(ids)} lost=0")
+
+
+def test_a_batch_may_hold_inline_flows_each_checked(acme: OrgClient, engine: Engine) -> None:
+    steps = [{"id": "a", "kind": "CallAction", "targetId": "builtin/echo"}]
+    flow = {"kind": "Flow", "params": {"steps": steps}}
+    status, body, _ = _batch(acme, [{"kind": "default"}, flow])
+    assert status == 201 and [t["kind"] for t in body["tasks"]] == ["default", "Flow"]
+    assert body["tasks"][1]["status"] == "queued"
+    cyclic = {"kind": "Flow", "params": {"steps": [{**steps[0], "after": ["a"]}]}}
+    status, body, _ = _batch(acme, [flow, cyclic])
+    assert status == 422 and body["message"].startswith("tasks[1]"), body
+    assert _stored(engine, acme.organization_id) == 2
