@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Query
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from tasks_core.api.auth import CallerDep, StoreDep
 from tasks_core.api.schemas import (
@@ -93,6 +94,13 @@ def create_batch(
     return JSONResponse(
         {"tasks": [task_out(t) for t in tasks]}, status_code=201, headers=_replayed(replayed)
     )
+
+
+@router.api_route("/batch", methods=["GET", "PUT"], include_in_schema=False)
+def batch_other_methods() -> None:
+    """Only POST is served at /batch; without this route `/{taskId}` would
+    take a GET or PUT of it and answer that no task is named 'batch'."""
+    raise HTTPException(405, "only POST is allowed on /v1/tasks/batch", headers={"Allow": "POST"})
 
 
 @router.get("/{taskId}", response_model=TaskTreeOut, summary="Get task")
