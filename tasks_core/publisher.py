@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import redis
 from celery import Celery
 from kombu.entity import Exchange, Queue
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from tasks_core.celery_wire import envelope
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,15 @@ class Publisher(Protocol):
         restarted without persistence); raise when the broker is down."""
 
 
+@runtime_checkable
+class BatchPublisher(Protocol):
+    """A broker that takes many messages in one round trip."""
+
+    def publish_many(self, messages: Sequence[TaskMessage]) -> None:
+        """Put every message on its queue at once; raise when the broker
+        did not take them (then none, or only some, may be on their queues)."""
+
+
 @dataclass
 class MemoryPublisher:
     """A publisher that keeps messages in a list (unit tests)."""
@@ -70,6 +84,11 @@ class MemoryPublisher:
         if self.fail:
             raise ConnectionError("broker unavailable (MemoryPublisher.fail)")
         self.messages.append(message)
+
+    def publish_many(self, messages: Sequence[TaskMessage]) -> None:
+        if self.fail:
+            raise ConnectionError("broker unavailable (MemoryPublisher.fail)")
+        self.messages.extend(messages)
 
     def ping(self) -> bool:
         return not self.fail
@@ -114,8 +133,41 @@ class CeleryPublisher:
         self._probe = redis.Redis.from_url(
             redis_url, socket_connect_timeout=1, socket_timeout=1, single_connection_client=False
         )
+        # Messages without a countdown are pushed directly (see celery_wire):
+        # one retry on a lost connection, like send_task's policy below.
+        self._lists = redis.Redis.from_url(
+            redis_url,
+            socket_connect_timeout=3,
+            socket_timeout=3,
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )
+        self._reply_to = str(uuid.uuid3(uuid.NAMESPACE_OID, "tasks_core.publisher"))
 
     def publish(self, message: TaskMessage, *, countdown: float | None = None) -> None:
+        if countdown:
+            self._send(message, countdown=countdown)
+        else:
+            self._lists.lpush(message.queue, self._envelope(message))
+
+    def publish_many(self, messages: Sequence[TaskMessage]) -> None:
+        """Every message in one Redis pipeline: one round trip for a whole
+        batch of new tasks."""
+        with self._lists.pipeline(transaction=False) as pipe:
+            for message in messages:
+                pipe.lpush(message.queue, self._envelope(message))
+            pipe.execute()
+
+    def _envelope(self, message: TaskMessage) -> str:
+        return envelope(
+            RUN_TASK,
+            [message.task_id],
+            queue=message.queue,
+            headers={"kind": message.kind, "executor_id": message.executor_id},
+            reply_to=self._reply_to,
+        )
+
+    def _send(self, message: TaskMessage, *, countdown: float) -> None:
         self._app.send_task(
             RUN_TASK,
             args=[message.task_id],
@@ -166,4 +218,5 @@ class CeleryPublisher:
 
     def close(self) -> None:
         self._probe.close()
+        self._lists.close()
         self._app.close()

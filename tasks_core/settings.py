@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Largest accepted request body."
     )
+    batch_max: int = Field(
+        default=1000,
+        ge=1,
+        description="Most tasks in one batch create (POST /v1/tasks/batch, create_tasks).",
+    )
     max_input_bytes: int = Field(default=524_288, ge=1, description="Largest task `input` (JSON).")
     max_output_bytes: int = Field(
         default=524_288,

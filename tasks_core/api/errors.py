@@ -51,8 +51,10 @@ def describe_validation(details: Sequence[Any]) -> tuple[int, str, str]:
     """(status, code, message) of a request validation failure, naming the field."""
     first = details[0] if details else {}
     kind = first.get("type", "")
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body",)]
-    where = ".".join(loc) if loc else "body"
+    loc = [p for p in first.get("loc", ()) if p not in ("body",)]
+    # A list's item is named by its index: tasks[3].kind
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    where = where or "body"
     if kind == "json_invalid":
         return 400, "invalid_json", f"the request body is not valid JSON: {first.get('msg', '')}"
     if kind in ("model_attributes_type", "dict_type") and not loc:

@@ -6,11 +6,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Query
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from tasks_core.api.auth import CallerDep, StoreDep
 from tasks_core.api.schemas import (
     ErrorResponse,
     EventPageOut,
+    TaskBatchCreate,
+    TaskBatchOut,
     TaskCreate,
     TaskOut,
     TaskPageOut,
@@ -23,7 +26,7 @@ from tasks_core.errors import ValidationFailed
 from tasks_core.status import Status
 from tasks_core.storage.idempotency import request_digest
 from tasks_core.usecases.cancel import cancel_task
-from tasks_core.usecases.create import Idempotency, create_task_once
+from tasks_core.usecases.create import Idempotency, create_task_once, create_tasks_once
 from tasks_core.usecases.read import get_task_tree, list_page, task_events
 from tasks_core.usecases.update import update_task
 
@@ -36,31 +39,68 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"], responses=ERRORS)
 
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Retry-safe create: the same key and body within 24 hours answer "
+        "the first task(s) (header Idempotent-Replayed: true); another body is 409.",
+    ),
+]
+
+
+def _idempotency(key: str | None, body: TaskCreate | TaskBatchCreate) -> Idempotency | None:
+    if key is None:
+        return None
+    digest = request_digest(body.model_dump(mode="json", exclude_unset=True))
+    return Idempotency(key=key, digest=digest)
+
+
+def _replayed(replayed: bool) -> dict[str, str] | None:
+    return {"Idempotent-Replayed": "true"} if replayed else None
+
+
 @router.post("", status_code=201, response_model=TaskOut, summary="Create task")
 def create(
     *,
     body: TaskCreate,
     caller: CallerDep,
     store: StoreDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="Retry-safe create: the same key and body within 24 hours answer "
-            "the first task (header Idempotent-Replayed: true); another body is 409.",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Create a task. A task created with status `created` (the default) is
     published on its queue and answered as `queued`; any other status makes a
     record of work done elsewhere, never published."""
-    idempotency = None
-    if idempotency_key is not None:
-        digest = request_digest(body.model_dump(mode="json", exclude_unset=True))
-        idempotency = Idempotency(key=idempotency_key, digest=digest)
+    idempotency = _idempotency(idempotency_key, body)
     task, replayed = create_task_once(store, caller, body.to_spec(), idempotency=idempotency)
-    headers = {"Idempotent-Replayed": "true"} if replayed else None
-    return JSONResponse(task_out(task), status_code=201, headers=headers)
+    return JSONResponse(task_out(task), status_code=201, headers=_replayed(replayed))
+
+
+@router.post("/batch", status_code=201, response_model=TaskBatchOut, summary="Create tasks")
+def create_batch(
+    *,
+    body: TaskBatchCreate,
+    caller: CallerDep,
+    store: StoreDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Create 1 to BATCH_MAX tasks at once, answered in the order sent. All or
+    nothing: one bad task is a 422 naming it (`tasks[3].kind ...`) and none is
+    stored. One transaction and one broker round trip for the whole batch; an
+    `Idempotency-Key` covers the whole batch."""
+    idempotency = _idempotency(idempotency_key, body)
+    specs = [task.to_spec() for task in body.tasks]
+    tasks, replayed = create_tasks_once(store, caller, specs, idempotency=idempotency)
+    return JSONResponse(
+        {"tasks": [task_out(t) for t in tasks]}, status_code=201, headers=_replayed(replayed)
+    )
+
+
+@router.api_route("/batch", methods=["GET", "PUT"], include_in_schema=False)
+def batch_other_methods() -> None:
+    """Only POST is served at /batch; without this route `/{taskId}` would
+    take a GET or PUT of it and answer that no task is named 'batch'."""
+    raise HTTPException(405, "only POST is allowed on /v1/tasks/batch", headers={"Allow": "POST"})
 
 
 @router.get("/{taskId}", response_model=TaskTreeOut, summary="Get task")

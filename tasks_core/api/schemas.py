@@ -123,6 +123,15 @@ class TaskCreate(WireModel):
 _SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(TaskSpec))
 
 
+class TaskBatchCreate(WireModel):
+    """Body of ``POST /v1/tasks/batch``: create bodies, created in this order."""
+
+    tasks: list[TaskCreate] = Field(
+        description="1 to BATCH_MAX create bodies (each as for POST /v1/tasks); "
+        "the whole body must fit in MAX_BODY_BYTES.",
+    )
+
+
 # Task fields PUT must refuse by name: those shown but not changeable, and
 # create's `stateful` (the reference: they can not change).
 IMMUTABLE_FIELDS = (
@@ -232,6 +241,12 @@ class TaskTreeOut(TaskOut):
         "TREE_NODES_MAX nested tasks in all, or CHILDREN_MAX under one task. Read the "
         "rest with GET /v1/tasks?parentId=<id>, or a subtree by its own id.",
     )
+
+
+class TaskBatchOut(BaseModel):
+    """The answer of ``POST /v1/tasks/batch``: the tasks, in the order sent."""
+
+    tasks: list[TaskOut]
 
 
 class TaskPageOut(BaseModel):

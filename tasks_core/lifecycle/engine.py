@@ -43,6 +43,7 @@ from tasks_core.lifecycle.moves import (
     MarkQueued,
     Move,
     Publish,
+    PublishFailed,
     QueueTimeout,
     RecoverLease,
     Republish,
@@ -111,7 +112,7 @@ def needs_transaction(move: Move) -> bool:
             return any(r.attempt.is_step for r in move.results)
         case Claim():
             return move.max_running > 0  # the share's lock, the claim, the rest's wait
-        case Create() | MarkQueued() | Republish() | Retry() | HandBack():
+        case Create() | MarkQueued() | PublishFailed() | Republish() | Retry() | HandBack():
             return False
         case _:
             return True
@@ -125,6 +126,8 @@ def apply(conn: Connection, move: Move, *, locked: Locked | None = None) -> Appl
             return _create(conn, move)
         case MarkQueued():
             return _named(statements.mark_queued(conn, move.task_ids, actor=move.actor))
+        case PublishFailed():
+            return _named(statements.publish_failed(conn, move.task_ids, actor=move.actor))
         case Republish():
             published = statements.republish(
                 conn,
@@ -177,8 +180,9 @@ def _lock(conn: Connection, held: Locked, ids: Iterable[uuid.UUID]) -> None:
 def _create(conn: Connection, move: Create) -> Applied:
     rows = [task.columns() for task in move.tasks]
     stateful = [task.id for task in move.tasks if task.spec.stateful]
-    created = statements.create(conn, rows, stateful, actor=move.actor)
-    return _named(created, publish=[Publish(t) for t in created if t.status is Status.CREATED])
+    created = statements.create(conn, rows, stateful, actor=move.actor, queued_by=move.queued_by)
+    waiting = (Status.CREATED, Status.QUEUED)  # a new `queued` one is stored so to be published
+    return _named(created, publish=[Publish(t) for t in created if t.status in waiting])
 
 
 def _ended(conn: Connection, ended: Sequence[Ended], *, actor: str) -> list[Publish]:

@@ -66,10 +66,25 @@ def _check_targets(kind: MoveKind, statuses: list[Status]) -> None:
 class Create:
     """Insert tasks (with their state objects and `created` events). A task
     whose parent is missing, of another organization, or too deep is not
-    inserted."""
+    inserted.
+
+    With ``queued_by`` (the publisher's actor) a `created` task is stored
+    `queued` at once, its `created` -> `queued` event by that actor in the same
+    statement: for a caller that publishes it right after the commit and
+    moves it back (:class:`PublishFailed`) if the broker refuses it."""
 
     tasks: tuple[NewTask, ...]
     actor: str
+    queued_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PublishFailed:
+    """Tasks a create stored `queued` whose publish failed go back to `created`."""
+
+    task_ids: tuple[uuid.UUID, ...]
+    actor: str
+    kind = MoveKind.PUBLISH_FAILED
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +323,7 @@ class Update:
 Move = (
     Create
     | MarkQueued
+    | PublishFailed
     | Republish
     | Claim
     | Finish

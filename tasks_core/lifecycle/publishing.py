@@ -2,23 +2,32 @@
 
 :func:`execute` is how a move is made: applied in one autocommitted
 statement, or in one transaction (retried on a deadlock), and then what it
-asks for is published. A new task is published after its commit and then
-marked `queued`; if the broker can not be reached it stays `created`
-(durable already) and the sweeper publishes it later.
+asks for is published. A task a Flow spawns is published after its commit
+and then marked `queued`; if the broker can not be reached it stays
+`created` (durable already) and the sweeper publishes it later.
+
+A create costs one statement: :func:`create` stores its tasks `queued` at
+once and publishes them right after the commit (all in one broker round
+trip), so `queued` means "committed and handed to the broker". Those the
+broker refuses are moved back to `created` (a second statement, only then).
+A process that dies between the commit and the publish leaves its tasks
+`queued` without a message; the sweeper republishes them after
+REPUBLISH_AFTER_SECONDS, as it does any waiting task whose message was lost.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
 from tasks_core.lifecycle.engine import apply, needs_transaction
-from tasks_core.lifecycle.moves import Applied, MarkQueued, Move, Publish
-from tasks_core.publisher import TaskMessage
+from tasks_core.lifecycle.moves import Applied, Create, MarkQueued, Move, Publish, PublishFailed
+from tasks_core.publisher import BatchPublisher, TaskMessage
 from tasks_core.queues import queue_name
 from tasks_core.status import Status
 from tasks_core.store import Store
@@ -71,6 +80,70 @@ def publish(store: Store, items: Sequence[Publish]) -> Published:
         log.warning("%d published task(s) not marked queued", len(created), exc_info=True)
         return Published(failed=failed)
     return Published(queued=dict(marked.tasks), failed=failed)
+
+
+def create(
+    store: Store,
+    move: Create,
+    *,
+    inside: Callable[[Connection, Applied], None] | None = None,
+) -> tuple[Applied, dict[uuid.UUID, TaskRecord]]:
+    """Insert ``move``'s tasks in one statement, the `created` ones stored
+    `queued`, and publish them after the commit; also gives each published
+    (or refused) task as it now is. With ``inside`` the insert runs in a
+    transaction of its own, and ``inside`` is called in it before the commit
+    (raise to roll back)."""
+    queued = Create(move.tasks, actor=move.actor, queued_by=PUBLISHER_ACTOR)
+    if inside is None:
+        with store.statement() as conn:  # one statement: no transaction round trips
+            applied = apply(conn, queued)
+    else:
+
+        def work(conn: Connection) -> Applied:
+            done = apply(conn, queued)
+            inside(conn, done)
+            return done
+
+        applied = store.atomic(work)
+    return applied, publish_created(store, [item.task for item in applied.publish])
+
+
+def publish_created(store: Store, tasks: Sequence[TaskRecord]) -> dict[uuid.UUID, TaskRecord]:
+    """Publish new tasks stored `queued` (one broker round trip when the
+    publisher takes batches); those the broker refused go back to `created`.
+    Gives each task as it now is."""
+    now = {t.id: t for t in tasks}
+    refused = unsent(store, tasks)
+    failed = tuple(t.id for t in tasks if t.id in refused)
+    if not failed:
+        return now
+    try:
+        with store.relaxed_statement() as conn:
+            back = apply(conn, PublishFailed(failed, actor=PUBLISHER_ACTOR))
+    except DBAPIError:
+        # Stored, not published, and still `queued`: the sweeper republishes
+        # it all the same; only the status overstates it until then.
+        log.warning("%d unpublished task(s) left queued", len(failed), exc_info=True)
+        return now
+    return {**now, **back.tasks}
+
+
+def unsent(store: Store, tasks: Sequence[TaskRecord]) -> frozenset[uuid.UUID]:
+    """Publish every task's message in one round trip (one by one for a
+    publisher that takes no batches); the ids the broker did not take (logged)."""
+    publisher = store.publisher
+    if len(tasks) == 1 or not isinstance(publisher, BatchPublisher):
+        # One message: a plain publish costs less than kombu's batch and its pipeline.
+        return frozenset(t.id for t in tasks if not try_publish(store, t))
+    prefix = store.settings.queue_prefix
+    try:
+        publisher.publish_many([message_for(task, prefix) for task in tasks])
+    except Exception:
+        log.warning(
+            "publish of %d task(s) failed; the sweeper will retry", len(tasks), exc_info=True
+        )
+        return frozenset(t.id for t in tasks)
+    return frozenset()
 
 
 def message_for(task: TaskRecord, prefix: str) -> TaskMessage:

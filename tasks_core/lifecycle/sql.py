@@ -54,11 +54,13 @@ def events(
     to_status: str = "NULL",
     detail: str = "NULL",
     where: str = "",
+    actor: str = ":actor",
 ) -> str:
-    """``INSERT`` of one event per row of ``source``, by the statement's ``:actor``."""
+    """``INSERT`` of one event per row of ``source``, by the statement's ``:actor``
+    (or the ``actor`` expression given)."""
     return (
         f"INSERT INTO task_events ({_EVENT_COLUMNS}) "
-        f"SELECT {task_id}, {type_}, {from_status}, {to_status}, :actor, {detail} "
+        f"SELECT {task_id}, {type_}, {from_status}, {to_status}, {actor}, {detail} "
         f"FROM {source} {where}"
     )
 

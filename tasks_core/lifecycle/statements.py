@@ -33,6 +33,15 @@ from tasks_core.storage.db import as_ids, json_ids, sql_list, statement
 from tasks_core.task import INSERT_COLUMNS, MAX_TREE_DEPTH, MUTABLE_FIELDS, TaskRecord
 
 _MARK_QUEUED = statement(move(MoveKind.MARK_QUEUED, status="'queued'", keys=IDS), "ids")
+_PUBLISH_FAILED = statement(
+    move(
+        MoveKind.PUBLISH_FAILED,
+        status="'created'",
+        keys=IDS,
+        detail="jsonb_build_object('reason', 'publish_failed')",
+    ),
+    "ids",
+)
 
 # The queue a task waits on (tasks_core.queues.queue_name, in SQL).
 _QUEUE = ":prefix || '.' || t.kind || coalesce('@' || t.executor_id, '')"
@@ -473,8 +482,19 @@ _PARENTS = f"""up(start, organization_id, id, parent_id, depth, path) AS (
 ), """
 
 
+# A new task its creator publishes right after the commit is stored `queued`
+# at once (the `mark_queued` move folded into the insert): no second round trip.
+_QUEUED_AT_ONCE = RULES[MoveKind.MARK_QUEUED]
+assert _QUEUED_AT_ONCE.sources == {Status.CREATED} and _QUEUED_AT_ONCE.targets == {Status.QUEUED}
+_INITIAL = (
+    f"CASE WHEN :queue AND ok.status = '{Status.CREATED.value}' "
+    f"THEN '{Status.QUEUED.value}' ELSE ok.status END"
+)
+
+
 def _create_sql(*, with_parents: bool) -> str:
     values = {c: f"ok.{c}" for c in INSERT_COLUMNS}
+    values["status"] = _INITIAL
     values["params"] = "coalesce(ok.params, '{}'::jsonb)"
     values["started_at"] = "coalesce(ok.started_at, CASE WHEN ok.status = 'running' THEN now() END)"
     values["ended_at"] = (
@@ -482,6 +502,7 @@ def _create_sql(*, with_parents: bool) -> str:
         "THEN greatest(now(), ok.started_at) END)"
     )
     ok = _PARENTS if with_parents else "ok AS (SELECT * FROM r), "
+    queued, created = f"'{Status.QUEUED.value}'", f"'{Status.CREATED.value}'"
     return f"""
 WITH RECURSIVE r AS (
     SELECT * FROM jsonb_populate_recordset(NULL::tasks, :rows)
@@ -494,14 +515,26 @@ WITH RECURSIVE r AS (
     SELECT {", ".join(values[c] for c in INSERT_COLUMNS)}, now(), now()
     FROM ok ORDER BY ok.id
     RETURNING *
+), logged AS (
+    SELECT id, 1 AS ord, 'created' AS type, NULL AS from_status,
+        CASE WHEN status = {queued} THEN {created} ELSE status END AS to_status,
+        CASE WHEN flow_step_id IS NOT NULL
+            THEN jsonb_build_object('flow', parent_id, 'step', flow_step_id) END AS detail,
+        CAST(:actor AS text) AS actor
+    FROM t
+    UNION ALL
+    SELECT id, 2, 'status', {created}, {queued}, NULL, CAST(:publisher AS text)
+    FROM t WHERE status = {queued}
 ), ev AS (
     {
         events(
-            "t",
-            type_="'created'",
-            to_status="status",
-            detail="CASE WHEN flow_step_id IS NOT NULL "
-            "THEN jsonb_build_object('flow', parent_id, 'step', flow_step_id) END",
+            "logged",
+            type_="type",
+            from_status="from_status",
+            to_status="to_status",
+            detail="detail",
+            actor="actor",
+            where="ORDER BY id, ord",
         )
     }
 )
@@ -545,20 +578,35 @@ def create(
     *,
     actor: str,
     trusted: bool = False,
+    queued_by: str | None = None,
 ) -> list[TaskRecord]:
     """Insert tasks (``rows``: column -> value), the state objects of the
     ``stateful`` ones and their `created` events; a row whose parent is
     missing, of another organization or at the depth cap is left out, unless
-    its parent is ``trusted`` (a locked Flow spawning its steps)."""
+    its parent is ``trusted`` (a locked Flow spawning its steps). With
+    ``queued_by`` (the publisher's actor), a `created` task is stored `queued`
+    with its `created` -> `queued` event, for a caller that publishes it
+    right after the commit."""
     checked = not trusted and any(row.get("parent_id") is not None for row in rows)
     stmt = _CREATE_WITH_PARENTS if checked else _CREATE
-    values = {"rows": json_rows(rows), "stateful": as_ids(stateful), "actor": actor}
+    values = {
+        "rows": json_rows(rows),
+        "stateful": as_ids(stateful),
+        "actor": actor,
+        "queue": queued_by is not None,
+        "publisher": queued_by or actor,
+    }
     return records(conn, stmt, values)
 
 
 def mark_queued(conn: Connection, ids: Sequence[uuid.UUID], *, actor: str) -> list[TaskRecord]:
     """`created` -> `queued` for published tasks."""
     return records(conn, _MARK_QUEUED, {"ids": as_ids(ids), "actor": actor})
+
+
+def publish_failed(conn: Connection, ids: Sequence[uuid.UUID], *, actor: str) -> list[TaskRecord]:
+    """`queued` -> `created` for new tasks the broker did not take."""
+    return records(conn, _PUBLISH_FAILED, {"ids": as_ids(ids), "actor": actor})
 
 
 def republish(

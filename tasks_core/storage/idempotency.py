@@ -3,7 +3,9 @@
 The key is stored with a digest of the request body in the same transaction
 as the task it created, so two concurrent requests with one key create one
 task: the second waits on the first's key row, then finds it. A key is good
-for ``IDEMPOTENCY_TTL`` (24 hours); after that it may be used again.
+for ``IDEMPOTENCY_TTL`` (24 hours); after that it may be used again. A key
+of a batch create names all its tasks, in the order sent (``task_ids``; its
+``task_id`` is the first, whose deletion removes the key).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +32,15 @@ class Claimed:
 
 @dataclass(frozen=True, slots=True)
 class Replay:
-    """The key names a task created before with the same body."""
+    """The key names a task (or a batch's tasks) created before with the same body."""
 
     task_id: uuid.UUID
+    task_ids: tuple[uuid.UUID, ...] | None = None  # a batch's, in order
+
+    @property
+    def tasks(self) -> tuple[uuid.UUID, ...]:
+        """Every task the key names, in the order they were sent."""
+        return self.task_ids if self.task_ids is not None else (self.task_id,)
 
 
 def request_digest(body: Any) -> bytes:
@@ -41,24 +50,31 @@ def request_digest(body: Any) -> bytes:
 
 
 def claim_key(
-    conn: Connection, organization_id: uuid.UUID, key: str, digest: bytes, task_id: uuid.UUID
+    conn: Connection,
+    organization_id: uuid.UUID,
+    key: str,
+    digest: bytes,
+    task_id: uuid.UUID,
+    *,
+    batch: Sequence[uuid.UUID] | None = None,
 ) -> Claimed | Replay:
-    """Bind ``key`` to ``task_id`` (inserted in this transaction), or report the
-    task it already names. Raises :class:`Conflict` for the same key with
-    another body."""
+    """Bind ``key`` to ``task_id`` (inserted in this transaction), or to the
+    ``batch`` of tasks (``task_id`` its first), or report what it already
+    names. Raises :class:`Conflict` for the same key with another body."""
     row = conn.execute(
         text(
             """
-INSERT INTO idempotency_keys (organization_id, key, request_hash, task_id)
-VALUES (:org, :key, :digest, :task)
+INSERT INTO idempotency_keys (organization_id, key, request_hash, task_id, task_ids)
+VALUES (:org, :key, :digest, :task, CAST(:batch AS uuid[]))
 ON CONFLICT (organization_id, key) DO UPDATE
-    SET request_hash = EXCLUDED.request_hash, task_id = EXCLUDED.task_id, created_at = now()
+    SET request_hash = EXCLUDED.request_hash, task_id = EXCLUDED.task_id,
+        task_ids = EXCLUDED.task_ids, created_at = now()
     WHERE idempotency_keys.created_at < now() - make_interval(hours => :ttl)
 RETURNING task_id
 """
         ),
         {"org": organization_id, "key": key, "digest": digest, "task": task_id,
-         "ttl": IDEMPOTENCY_TTL_HOURS},
+         "batch": None if batch is None else list(batch), "ttl": IDEMPOTENCY_TTL_HOURS},
     ).first()  # fmt: skip
     if row is not None:
         return Claimed()
@@ -74,7 +90,7 @@ def find_replay(
     :class:`Conflict` for the same key with another body."""
     existing = conn.execute(
         text(
-            "SELECT request_hash, task_id FROM idempotency_keys "
+            "SELECT request_hash, task_id, task_ids FROM idempotency_keys "
             "WHERE organization_id = :org AND key = :key "
             "AND created_at >= now() - make_interval(hours => :ttl)"
         ),
@@ -88,7 +104,8 @@ def find_replay(
             f"{IDEMPOTENCY_TTL_HOURS} hours; use a new key for a new task",
             code="idempotency_conflict",
         )
-    return Replay(task_id=existing.task_id)
+    batch = None if existing.task_ids is None else tuple(existing.task_ids)
+    return Replay(task_id=existing.task_id, task_ids=batch)
 
 
 def forget_expired(conn: Connection, *, batch: int) -> int:

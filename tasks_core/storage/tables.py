@@ -294,6 +294,8 @@ class IdempotencyKey(Base):
     task_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
     )
+    # A batch create's tasks in the order sent (task_id is the first); NULL for one task.
+    task_ids: Mapped[list[uuid.UUID] | None] = mapped_column(ARRAY(Uuid), nullable=True)
     created_at: Mapped[datetime] = _now()
 
     __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)

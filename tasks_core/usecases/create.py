@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
 
-from tasks_core.errors import NotFound, QuotaExceeded, ValidationFailed
+from tasks_core.errors import NotFound, QuotaExceeded, TasksError, ValidationFailed
 from tasks_core.flow_definitions import FLOW_KIND, Limits, check_input_sizes, parse_flow
 from tasks_core.ids import new_id
-from tasks_core.lifecycle.engine import apply
 from tasks_core.lifecycle.moves import Applied, Create
-from tasks_core.lifecycle.publishing import publish
+from tasks_core.lifecycle.publishing import create
 from tasks_core.quotas import check_executor, check_timeout
 from tasks_core.records import Caller
 from tasks_core.status import Status, is_terminal
 from tasks_core.storage.idempotency import MAX_KEY_LENGTH, Replay, claim_key, find_replay
-from tasks_core.storage.tasks import ancestry, get_task
+from tasks_core.storage.tasks import ancestry, get_task, get_tasks
 from tasks_core.store import Store
-from tasks_core.task import MAX_TREE_DEPTH, NewTask, TaskRecord, TaskSpec
+from tasks_core.task import MAX_TREE_DEPTH, TASK_FIELDS, NewTask, TaskRecord, TaskSpec
 from tasks_core.usecases.open_tasks import check_open_tasks
 from tasks_core.usecases.validation import (
     as_utc,
@@ -53,82 +53,179 @@ def create_task(
     return create_task_once(store, caller, spec, idempotency=idempotency)[0]
 
 
+def create_tasks(
+    store: Store,
+    caller: Caller,
+    specs: Sequence[TaskSpec],
+    *,
+    idempotency: Idempotency | None = None,
+) -> list[TaskRecord]:
+    """Store many tasks at once, in the order given, and publish the `created`
+    ones (see :func:`create_tasks_once`)."""
+    return create_tasks_once(store, caller, specs, idempotency=idempotency)[0]
+
+
 def create_task_once(
     store: Store, caller: Caller, spec: TaskSpec, *, idempotency: Idempotency | None = None
 ) -> tuple[TaskRecord, bool]:
     """Like :func:`create_task`; also says whether the answer is a replay of an
-    earlier create with the same idempotency key."""
-    limits = Limits(
+    earlier create with the same idempotency key.
+
+    One statement, the insert: a `created` task is stored `queued` and
+    published right after the commit (moved back to `created` only if the
+    broker refuses it; see ``tasks_core.lifecycle.publishing``)."""
+    news = [_validated(store, caller, spec)]
+    tasks, replayed = _create(store, caller, news, idempotency=idempotency, batch=False)
+    return tasks[0], replayed
+
+
+def create_tasks_once(
+    store: Store,
+    caller: Caller,
+    specs: Sequence[TaskSpec],
+    *,
+    idempotency: Idempotency | None = None,
+) -> tuple[list[TaskRecord], bool]:
+    """Like :func:`create_tasks`; also says whether the answer is a replay.
+
+    All or nothing: every spec is validated first, and a bad one raises
+    naming its index (``tasks[3].kind ...``) before anything is stored. The
+    tasks are inserted in one statement (with the idempotency key, in one
+    transaction) and published in one broker round trip; quotas count them
+    all. With ``idempotency`` the key covers the whole batch: a retry answers
+    the same tasks in the same order."""
+    most = store.settings.batch_max
+    if not 1 <= len(specs) <= most:
+        raise ValidationFailed(f"tasks must hold 1 to {most} tasks (BATCH_MAX), not {len(specs)}")
+    news = [_at(index, store, caller, spec) for index, spec in enumerate(specs)]
+    return _create(store, caller, news, idempotency=idempotency, batch=True)
+
+
+def _limits(store: Store, caller: Caller) -> Limits:
+    return Limits(
         max_steps=store.settings.flow_max_steps,
         max_depth=store.settings.flow_max_depth,
         max_input_bytes=store.settings.max_input_bytes,
         max_timeout_seconds=store.settings.max_timeout_seconds,
         executors=caller.executors,
     )
+
+
+def _validated(store: Store, caller: Caller, spec: TaskSpec) -> NewTask:
     check_sizes(store.settings, {"input": spec.input, "output": spec.output, "params": spec.params})
-    new = new_task(caller, spec, limits=limits)
-    if not is_terminal(spec.status):  # a record of finished work is not open
+    return new_task(caller, spec, limits=_limits(store, caller))
+
+
+# A message that starts with a field's name ("kind 'x' is not valid") is told
+# as that field of the batch's task ("tasks[3].kind 'x' is not valid").
+_SPEC_FIELDS = frozenset(f.wire for f in TASK_FIELDS if f.role.create) | {"stateful"}
+
+
+def _at(index: int, store: Store, caller: Caller, spec: TaskSpec) -> NewTask:
+    """Validate one task of a batch; a refusal names its index."""
+    try:
+        return _validated(store, caller, spec)
+    except TasksError as exc:
+        first = exc.message.split(" ", 1)[0]
+        joint = "." if first in _SPEC_FIELDS else ": "
+        exc.message = f"tasks[{index}]{joint}{exc.message}"
+        exc.args = (exc.message,)
+        raise
+
+
+def _create(
+    store: Store,
+    caller: Caller,
+    news: list[NewTask],
+    *,
+    idempotency: Idempotency | None,
+    batch: bool,
+) -> tuple[list[TaskRecord], bool]:
+    """Insert validated tasks (one statement), publish them, answer them in order."""
+    opening = sum(1 for new in news if not is_terminal(new.spec.status))
+    if opening:  # a record of finished work is not open
         try:
-            check_open_tasks(store, caller.organization_id)
+            check_open_tasks(store, caller.organization_id, adding=opening)
         except QuotaExceeded:
             first = _replay(store, caller, idempotency)
             if first is None:
                 raise
-            return first, True  # a retry of a create that was answered: not a new task
-    move = Create((new,), actor=caller.actor)
-    if idempotency is None:
-        with store.statement() as conn:  # one statement: no transaction round trips
-            applied = apply(conn, move)
-    else:
+            return first, True  # a retry of a create that was answered: not new tasks
+    move = Create(tuple(news), actor=caller.actor)
+    if idempotency is not None:
         check_key(idempotency.key)
-        try:
-            applied = store.atomic(lambda conn: _create_with_key(conn, caller, move, idempotency))
-        except _Replayed as replay:  # the new task was rolled back; answer the first
-            with store.statement() as conn:
-                first = get_task(conn, caller.organization_id, replay.task_id)
-            assert first is not None, "a key is deleted with its task"
-            return first, True
-    task = applied.tasks.get(new.id)
-    if task is None:
-        raise _refused(store, caller, new)
-    published = publish(store, applied.publish)
-    if task.id in published.queued:
-        return published.queued[task.id], False
-    if task.status is Status.CREATED and task.id not in published.failed:
-        # Published, but a worker claimed it before the `queued` mark: answer it as it is.
+
+    def inside(conn: Connection, applied: Applied) -> None:
+        missing = [new for new in news if new.id not in applied.tasks]
+        if missing:  # all or nothing: roll back the others
+            raise _Missing(missing[0])
+        if idempotency is not None:
+            _claim(conn, caller, idempotency, [new.id for new in news], batch=batch)
+
+    # A transaction only when something must commit with the insert or not at all.
+    parents = len(news) > 1 and any(new.parent_id is not None for new in news)
+    try:
+        applied, now = create(
+            store, move, inside=inside if idempotency is not None or parents else None
+        )
+    except _Replayed as replay:  # the new tasks were rolled back; answer the first ones
         with store.statement() as conn:
-            return get_task(conn, caller.organization_id, task.id) or task, False
-    return task, False
+            first = get_tasks(conn, caller.organization_id, replay.task_ids)
+        assert len(first) == len(replay.task_ids), "a key is deleted with its tasks"
+        return first, True
+    except _Missing as refused:
+        raise _refused(store, caller, refused.new) from None
+    missing = [new for new in news if new.id not in applied.tasks]
+    if missing:
+        raise _refused(store, caller, missing[0])
+    return [now.get(new.id) or applied.tasks[new.id] for new in news], False
 
 
-def _replay(store: Store, caller: Caller, idempotency: Idempotency | None) -> TaskRecord | None:
-    """The task an earlier create with this key made, if any."""
+class _Missing(Exception):
+    """Raised inside the create transaction when a task's parent refused it."""
+
+    def __init__(self, new: NewTask) -> None:
+        self.new = new
+
+
+def _replay(
+    store: Store, caller: Caller, idempotency: Idempotency | None
+) -> list[TaskRecord] | None:
+    """The tasks an earlier create with this key made, if any."""
     if idempotency is None:
         return None
     check_key(idempotency.key)
     with store.statement() as conn:
         replay = find_replay(conn, caller.organization_id, idempotency.key, idempotency.digest)
-        return None if replay is None else get_task(conn, caller.organization_id, replay.task_id)
+        return None if replay is None else get_tasks(conn, caller.organization_id, replay.tasks)
 
 
 class _Replayed(Exception):
     """Raised inside the create transaction to roll it back on a replay."""
 
-    def __init__(self, task_id: uuid.UUID) -> None:
-        self.task_id = task_id
+    def __init__(self, task_ids: tuple[uuid.UUID, ...]) -> None:
+        self.task_ids = task_ids
 
 
-def _create_with_key(
-    conn: Connection, caller: Caller, move: Create, idempotency: Idempotency
-) -> Applied:
-    applied = apply(conn, move)
-    for task in applied.tasks.values():
-        claim = claim_key(
-            conn, caller.organization_id, idempotency.key, idempotency.digest, task.id
-        )
-        if isinstance(claim, Replay):
-            raise _Replayed(claim.task_id)
-    return applied
+def _claim(
+    conn: Connection,
+    caller: Caller,
+    idempotency: Idempotency,
+    ids: Sequence[uuid.UUID],
+    *,
+    batch: bool,
+) -> None:
+    """Bind the key to the tasks just inserted, or roll back to answer the first ones."""
+    claim = claim_key(
+        conn,
+        caller.organization_id,
+        idempotency.key,
+        idempotency.digest,
+        ids[0],
+        batch=ids if batch else None,
+    )
+    if isinstance(claim, Replay):
+        raise _Replayed(claim.tasks)
 
 
 def _refused(store: Store, caller: Caller, new: NewTask) -> Exception:

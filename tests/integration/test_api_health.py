@@ -28,6 +28,7 @@ def test_openapi_lists_every_endpoint(http: TestClient) -> None:
     paths = response.json()["paths"]
     expected = {
         "/v1/tasks": {"get", "post"},
+        "/v1/tasks/batch": {"post"},
         "/v1/tasks/{taskId}": {"get", "put"},
         "/v1/tasks/{taskId}/cancel": {"post"},
         "/v1/tasks/{taskId}/events": {"get"},

@@ -22,7 +22,11 @@ def test_create_keeps_the_task_created_when_redis_is_down(no_broker: OrgClient) 
     stored = no_broker.get(f"/v1/tasks/{body['id']}").json()
     assert stored["status"] == "created"
     events = no_broker.get(f"/v1/tasks/{body['id']}/events").json()["items"]
-    assert [e["toStatus"] for e in events] == ["created"]
+    # Stored `queued` with its create (one statement), then moved back when
+    # the broker refused the message: the log says so.
+    assert [e["toStatus"] for e in events] == ["created", "queued", "created"]
+    assert events[-1]["actor"] == "system:publisher"
+    assert events[-1]["detail"] == {"reason": "publish_failed"}
 
 
 def test_readyz_names_redis_when_it_is_down(no_broker: OrgClient) -> None:

@@ -24,7 +24,13 @@ def fake_redis() -> Iterator[fakeredis.FakeRedis]:
     def client(self: Any, asynchronous: bool = False) -> fakeredis.FakeRedis:
         return fakeredis.FakeRedis(server=server)
 
-    with mock.patch.object(kombu_redis.Channel, "_create_client", client):
+    def direct(url: str, **_: Any) -> fakeredis.FakeRedis:  # the publisher's own clients
+        return fakeredis.FakeRedis(server=server)
+
+    with (
+        mock.patch.object(kombu_redis.Channel, "_create_client", client),
+        mock.patch("tasks_core.publisher.redis.Redis.from_url", direct),
+    ):
         yield fakeredis.FakeRedis(server=server)
 
 
@@ -78,3 +84,35 @@ def test_a_pool_serves_its_executors_times_its_kinds() -> None:
         "p.CallAction@gpu",
         "p.default@gpu",
     ]
+
+
+def test_a_message_pushed_directly_is_the_envelope_send_task_writes(
+    fake_redis: fakeredis.FakeRedis,
+) -> None:
+    publisher = CeleryPublisher("redis://127.0.0.1:1/0")
+    message = TaskMessage(task_id="t-1", queue="tasks.default", kind="default", executor_id=None)
+    publisher.publish(message)  # pushed directly
+    publisher._send(message, countdown=0)  # through Celery's send_task
+    celerys, ours = _pop(fake_redis, "tasks.default"), _pop(fake_redis, "tasks.default")  # LIFO
+    assert ours["headers"]["id"] != celerys["headers"]["id"]  # two messages
+    fresh = ("id", "root_id", "origin", "correlation_id", "delivery_tag", "reply_to")
+    for envelope in (ours, celerys):
+        for part in (envelope["headers"], envelope["properties"]):
+            for name in fresh:
+                part.pop(name, None)
+    assert ours == celerys
+
+
+def test_many_messages_go_out_in_one_pipeline_each_on_its_queue(
+    fake_redis: fakeredis.FakeRedis,
+) -> None:
+    publisher = CeleryPublisher("redis://127.0.0.1:1/0")
+    messages = [
+        TaskMessage(task_id=f"t-{i}", queue=queue_name("k", e), kind="k", executor_id=e)
+        for i, e in enumerate([None, "gpu", None])
+    ]
+    publisher.publish_many(messages)
+    # Workers take the oldest first (BRPOP); LPOP here takes the newest.
+    assert _pop(fake_redis, "tasks.k")["decoded_body"][0] == ["t-2"]
+    assert _pop(fake_redis, "tasks.k")["decoded_body"][0] == ["t-0"]
+    assert _pop(fake_redis, "tasks.k@gpu")["decoded_body"][0] == ["t-1"]
