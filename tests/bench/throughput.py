@@ -146,7 +146,8 @@ def bench_run(
         elapsed = time.perf_counter() - started
         worker.stop()
     print(
-        f"run (tasks-core worker, pool={pool}, concurrency={concurrency}): tasks={n} seconds={elapsed:.2f} "
+        f"run (tasks-core worker, pool={pool}, concurrency={concurrency}): tasks={n} "
+        f"seconds={elapsed:.2f} "
         f"per_second={n / elapsed:.0f}"
     )
 
