@@ -30,7 +30,7 @@ from typing import Generic, TypeVar
 
 from tasks_core.store import Store
 from tasks_core.task import TaskRecord
-from tasks_core.worker_protocol import Outcome, claim_tasks, finish_tasks
+from tasks_core.worker_protocol import Outcome, claim_tasks, finish_tasks, renew_run_leases
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -131,10 +131,17 @@ class RunBatchers:
     worker: str
     claims: Batcher[ClaimRequest, TaskRecord | None] = field(init=False)
     outcomes: Batcher[OutcomeRequest, TaskRecord | None] = field(init=False)
+    renewals: Batcher[tuple[uuid.UUID, int], bool] = field(init=False)
 
     def __post_init__(self) -> None:
         self.claims = Batcher(self._claim)
         self.outcomes = Batcher(self._finish)
+        self.renewals = Batcher(self._renew)
+
+    def _renew(self, runs: Sequence[tuple[uuid.UUID, int]]) -> list[bool]:
+        """Lease renewals (task, attempt) in one statement; False: no longer current."""
+        renewed = renew_run_leases(self.store, runs)
+        return [task_id in renewed for task_id, _ in runs]
 
     def _claim(self, requests: Sequence[ClaimRequest]) -> list[TaskRecord | None]:
         """One claim per queue named (the claim checks each task's queue):

@@ -132,12 +132,16 @@ def bench_run(
     args = ["--concurrency", str(concurrency), "--kind", "default", "--pool", pool]
     worker = WorkerProcess(env, args)
 
+    polls = [0]
+
     def completed() -> bool:
+        polls[0] += 1
         with store.statement() as conn:
             done = conn.execute(text("SELECT count(*) FROM tasks WHERE status = 'completed'"))
             return int(done.scalar_one()) >= n
 
     worker.env["LOG_LEVEL"] = "INFO"  # the readiness line is logged at INFO
+    before = server_commits(store)
     worker.start()
     started = time.perf_counter()
     try:
@@ -145,11 +149,22 @@ def bench_run(
     finally:
         elapsed = time.perf_counter() - started
         worker.stop()
+    # The worker's commits (each autocommitted statement is one), counted by
+    # the server: the stats of a connection are in once it closed.
+    store.engine.dispose()
+    time.sleep(0.5)
+    commits = server_commits(store) - before - polls[0] - 1
     print(
         f"run (tasks-core worker, pool={pool}, concurrency={concurrency}): tasks={n} "
-        f"seconds={elapsed:.2f} "
-        f"per_second={n / elapsed:.0f}"
+        f"seconds={elapsed:.2f} per_second={n / elapsed:.0f} "
+        f"worker_commits_per_task={commits / n:.2f}"
     )
+
+
+def server_commits(store: Store) -> int:
+    with store.statement() as conn:
+        sql = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        return int(conn.execute(text(sql)).scalar_one())
 
 
 def bench_raw_celery(redis_url: str, n: int, concurrency: int) -> None:

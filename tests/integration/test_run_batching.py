@@ -147,3 +147,43 @@ def test_steps_of_one_flow_ending_in_one_set_fan_in_exactly_once(
     assert ended.output == {f"s{i}": {"n": f"s{i}"} for i in range(4)}
     assert events.ends == 1
     assert events.fan_ins == 4
+
+
+def test_renewals_of_a_set_go_in_one_statement_and_a_stale_run_is_not_renewed(
+    acme: OrgClient, store: Store
+) -> None:
+    a, b = _tasks(acme, 2, "batch-pool")
+    run_a = claim_task(store, a, worker="batch:1")
+    run_b = claim_task(store, b, worker="batch:1")
+    assert run_a and run_b
+    with counted(store) as statements:
+        renewed = RunBatchers(store, "batch:1")._renew([(a, run_a.attempt), (b, run_b.attempt + 1)])
+    assert renewed == [True, False]
+    assert statements[0] == 1
+
+
+def test_one_thread_watches_all_the_runs_of_a_process(acme: OrgClient, store: Store) -> None:
+    ids = [
+        uuid.UUID(
+            acme.create(
+                kind="CallAction",
+                targetId="builtin/sleep",
+                input={"seconds": 2},
+                executorId="batch-pool",
+            )["id"]
+        )
+        for _ in range(4)
+    ]
+    runs = [threading.Thread(target=run_task, args=(store, str(i))) for i in ids]
+    for run in runs:
+        run.start()
+    wait_until(
+        lambda: all(_status(store, acme, i).status is Status.RUNNING for i in ids),
+        timeout=10,
+        message="not all running",
+    )
+    watching = [t.name for t in threading.enumerate() if t.name.startswith("watch")]
+    for run in runs:
+        run.join(20)
+    assert watching == ["watch-runs"]
+    assert all(_status(store, acme, i).status is Status.COMPLETED for i in ids)
