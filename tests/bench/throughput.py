@@ -167,7 +167,7 @@ def server_commits(store: Store) -> int:
         return int(conn.execute(text(sql)).scalar_one())
 
 
-def bench_raw_celery(redis_url: str, n: int, concurrency: int) -> None:
+def bench_raw_celery(redis_url: str, n: int, concurrency: int, pool: str = "prefork") -> None:
     from tests.bench.raw_celery import app
 
     app.conf.broker_url = redis_url
@@ -181,7 +181,7 @@ def bench_raw_celery(redis_url: str, n: int, concurrency: int) -> None:
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "tests.bench.raw_celery", "worker", "-Q", "raw",
-             "-c", str(concurrency), "--loglevel", "INFO"],
+             "-c", str(concurrency), "--pool", pool, "--loglevel", "INFO"],
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     wait_for(lambda: " ready." in log.read_text(), timeout=60)
@@ -191,7 +191,8 @@ def bench_raw_celery(redis_url: str, n: int, concurrency: int) -> None:
     proc.terminate()
     proc.wait(30)
     print(
-        f"run (raw Celery no-op, concurrency={concurrency}): tasks={n} seconds={elapsed:.2f} "
+        f"run (raw Celery no-op, pool={pool}, concurrency={concurrency}): tasks={n} "
+        f"seconds={elapsed:.2f} "
         f"per_second={n / elapsed:.0f}"
     )
 
@@ -214,7 +215,7 @@ def main() -> None:
         bench_http_create(store, key.secret, min(args.tasks, 1000))
         redis.Redis.from_url(redis_url).flushall()
         bench_run(store, settings, args.tasks, args.concurrency, args.pool)
-        bench_raw_celery(redis_url, args.tasks, args.concurrency)
+        bench_raw_celery(redis_url, args.tasks, args.concurrency, args.pool)
         store.dispose()
 
 
