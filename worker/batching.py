@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from tasks_core.storage.errors import DatabaseFailure, classify
 from tasks_core.store import Store
 from tasks_core.task import TaskRecord
 from tasks_core.worker_protocol import Outcome, claim_tasks, finish_tasks, renew_run_leases
@@ -51,8 +52,15 @@ class Batcher(Generic[T, R]):
     """Sends the requests of concurrent callers in sets: ``send`` takes a set
     of items and returns one result per item, in order."""
 
-    def __init__(self, send: Callable[[Sequence[T]], Sequence[R]], *, max_size: int = MAX_SET):
+    def __init__(
+        self,
+        send: Callable[[Sequence[T]], Sequence[R]],
+        *,
+        max_size: int = MAX_SET,
+        split: Callable[[Exception], bool] = lambda _: True,
+    ):
         self._send = send
+        self._split = split
         self._max = max_size
         self._cond = threading.Condition()
         self._pending: list[_Slot[T, R]] = []
@@ -93,8 +101,9 @@ class Batcher(Generic[T, R]):
         try:
             values = self._send([s.item for s in batch])
         except Exception as exc:  # noqa: BLE001  (raised again in each caller)
-            if len(batch) == 1:
-                _settle(batch[0], error=exc)
+            if len(batch) == 1 or not self._split(exc):
+                for slot in batch:
+                    _settle(slot, error=exc)
                 return
             # Which request failed the set is not known (an outcome PostgreSQL
             # refuses, say): each is sent alone, so that the error is its own.
@@ -134,9 +143,9 @@ class RunBatchers:
     renewals: Batcher[tuple[uuid.UUID, int], bool] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.claims = Batcher(self._claim)
-        self.outcomes = Batcher(self._finish)
-        self.renewals = Batcher(self._renew)
+        self.claims = Batcher(self._claim, split=_one_item_at_fault)
+        self.outcomes = Batcher(self._finish, split=_one_item_at_fault)
+        self.renewals = Batcher(self._renew, split=_one_item_at_fault)
 
     def _renew(self, runs: Sequence[tuple[uuid.UUID, int]]) -> list[bool]:
         """Lease renewals (task, attempt) in one statement; False: no longer current."""
@@ -167,6 +176,13 @@ class RunBatchers:
     def _finish_one(self, request: OutcomeRequest) -> TaskRecord | None:
         finished = finish_tasks(self.store, [(request.run, request.outcome)], worker=self.worker)
         return finished.get(request.run.id)
+
+
+def _one_item_at_fault(exc: Exception) -> bool:
+    """A value PostgreSQL refuses is one request's fault: the set is sent
+    again one by one. An outage fails every request of the set alike (each
+    caller waits it out as it would alone)."""
+    return classify(exc) is DatabaseFailure.DATA
 
 
 _lock = threading.Lock()
