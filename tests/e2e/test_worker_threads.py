@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import redis
+from sqlalchemy import text
 
 from tasks_core.lifecycle.publishing import message_for
 from tasks_core.settings import Settings
@@ -133,3 +134,28 @@ def test_a_handler_ignoring_its_timeout_in_the_thread_pool_fails_and_the_pool_se
         timeout=15,
         message=f"late result not seen; log:\n{threads.log()}",
     )
+
+
+def test_a_flow_run_by_the_thread_pool_fans_in_once_per_step_and_ends_once(
+    client: OrgClient, e2e_store: Store, threads: WorkerProcess
+) -> None:
+    steps = [
+        {"id": f"s{i}", "kind": "CallAction", "targetId": "builtin/echo", "executorId": POOL}
+        for i in range(40)
+    ]
+    created = _create(client, kind="Flow", params={"steps": steps})
+    flow = wait_for_status(client, created["id"], timeout=30)
+    assert flow["status"] == "completed", flow
+    assert set(flow["output"]) == {f"s{i}" for i in range(40)}
+    with e2e_store.statement() as conn:
+        counts = conn.execute(
+            text(
+                "SELECT count(*) FILTER (WHERE to_status IN ('completed', 'failed')) AS ends, "
+                "count(*) FILTER (WHERE type = 'fan_in') AS fan_ins "
+                "FROM task_events WHERE task_id = :t"
+            ),
+            {"t": uuid.UUID(created["id"])},
+        ).one()
+    assert counts.ends == 1
+    assert counts.fan_ins == 40
+    report(f"thread pool flow: steps=40 flow_ends={counts.ends} fan_ins={counts.fan_ins}")
