@@ -41,6 +41,7 @@ __all__ = [
     "finish_tasks",
     "hand_back",
     "renew_lease",
+    "renew_run_leases",
     "retry_task",
     "start_flow_run",
 ]
@@ -85,11 +86,15 @@ def claim_tasks(
 def renew_lease(store: Store, task_id: uuid.UUID, attempt: int) -> bool:
     """Extend the lease of a run; False when the run is no longer current
     (the task was cancelled, finished, or handed to another attempt)."""
+    return task_id in renew_run_leases(store, [(task_id, attempt)])
+
+
+def renew_run_leases(store: Store, runs: Sequence[tuple[uuid.UUID, int]]) -> set[uuid.UUID]:
+    """Extend the leases of runs (task, attempt) in one statement; the tasks
+    whose run is still current."""
+    attempts = [Attempt(task_id, attempt) for task_id, attempt in runs]
     with store.relaxed_statement() as conn:
-        renewed = renew_leases(
-            conn, [Attempt(task_id, attempt)], lease_seconds=store.settings.lease_seconds
-        )
-    return task_id in renewed
+        return renew_leases(conn, attempts, lease_seconds=store.settings.lease_seconds)
 
 
 def finish_task(

@@ -31,7 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency", type=int, default=None, help="parallel runs (default: cores)"
     )
-    parser.add_argument("--pool", default="prefork", help="Celery pool: prefork, threads, solo")
+    parser.add_argument(
+        "--pool",
+        default="prefork",
+        help="Celery pool: prefork (CPU-bound handlers), threads (I/O-bound handlers), solo",
+    )
     parser.add_argument("--name", default=None, help="Celery node name (default: unique)")
 
 

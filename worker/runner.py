@@ -24,8 +24,9 @@ from tasks_core.status import Status
 from tasks_core.storage.errors import DatabaseFailure, classify, reason
 from tasks_core.store import Store
 from tasks_core.task import TaskRecord
-from tasks_core.worker_protocol import claim_task, finish_task, retry_task
+from tasks_core.worker_protocol import retry_task
 from worker import outcome
+from worker.batching import ClaimRequest, OutcomeRequest, batchers_for
 from worker.context import TaskContext
 from worker.errors import UNKNOWN_KIND, Cancelled, TimedOut
 from worker.flow_kind import run_flow
@@ -53,7 +54,9 @@ def run_task(
         log.error("dropping a message with an invalid task id %r", task_id)
         return None
     name = worker_name(node)
-    task = claim_task(store, tid, worker=name, queue=queue)
+    # Through the process's batcher: in a thread pool, the claims that wait
+    # together go as one statement.
+    task = batchers_for(store, name).claims.submit(ClaimRequest(tid, queue))
     if task is None:
         log.info(
             "task %s is not waiting to run here now: duplicate or late delivery dropped "
@@ -148,7 +151,8 @@ def _record_once(
         )
         result = retry_task(store, task, decision.outcome, delay=delay, worker=worker)
     else:
-        result = finish_task(store, task, decision.outcome, worker=worker)
+        outcomes = batchers_for(store, worker).outcomes
+        result = outcomes.submit(OutcomeRequest(task, decision.outcome))
     if result is None:
         log.info("result of task %s attempt %s ignored: run superseded", task.id, task.attempt)
     elif result.status is not Status.QUEUED:

@@ -1,7 +1,9 @@
 """Watching one run from beside it: lease renewal, cancellation, timeout.
 
-A thread per running task wakes every ``HEARTBEAT_SECONDS``. It renews the
-run's lease (one UPDATE); when the renewal finds the run is no longer current
+One thread per process watches all of its running tasks (a heap of wake
+times: a run costs no thread of its own). Each run is woken every
+``HEARTBEAT_SECONDS``: its lease is renewed (one UPDATE, made beside the
+watch); when the renewal finds the run is no longer current
 (cancelled, or handed to another attempt) it asks the handler to stop, and
 when the run passes its time (``timeoutSeconds``, else
 ``DEFAULT_TIMEOUT_SECONDS``, at most ``MAX_TIMEOUT_SECONDS``) it does the
@@ -19,6 +21,8 @@ writes nothing of that run (see :attr:`Supervisor.lease_lost`).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import os
 import threading
@@ -30,7 +34,7 @@ from tasks_core.quotas import run_timeout
 from tasks_core.settings import Settings
 from tasks_core.store import Store
 from tasks_core.task import TaskRecord
-from tasks_core.worker_protocol import renew_lease
+from worker.batching import batchers_for
 from worker.context import TaskContext
 
 log = logging.getLogger(__name__)
@@ -54,7 +58,7 @@ def hard_stop(task_id: object) -> None:
 
 
 class Supervisor:
-    """Context manager running the watch thread for one run."""
+    """Context manager watching one run, from this process's watch thread."""
 
     def __init__(
         self,
@@ -68,17 +72,23 @@ class Supervisor:
         self._task = task
         self._ctx = ctx
         self._on_unresponsive = on_unresponsive
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name=f"watch-{task.id}", daemon=True)
+        self._lock = threading.Lock()
+        self._done = False
         self.timed_out = False
         # The run was stopped because its lease could not be renewed: another
         # attempt may be running by now, so this one's outcome is not written.
         self.lease_lost = False
         self.timeout = run_timeout(task.timeout_seconds, store.settings)
         self._renewal: _Renewal | None = None
+        self._awaiting = False  # a tick waits for the renewal's answer
+        self._stop_asked: float | None = None
+        self._started = time.monotonic()
+        self._deadline = self._started + self.timeout
+        self._renewed = self._started  # the claim's lease, a moment older: see lease_margin
+        self._last_resort: threading.Thread | None = None
 
     def __enter__(self) -> Supervisor:
-        self._thread.start()
+        _watcher().watch(self, self._next_wake(self._started))
         return self
 
     def __exit__(
@@ -87,56 +97,68 @@ class Supervisor:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._done.set()
-        self._thread.join()
+        with self._lock:  # no tick of this run is under way once this returns
+            self._done = True
+        if self._last_resort is not None:
+            self._last_resort.join()
 
-    def _watch(self) -> None:
-        settings = self._store.settings
-        grace = settings.cancel_grace_seconds
-        started = time.monotonic()
-        deadline = started + self.timeout
-        renewed = started  # the claim's lease, a moment older: see lease_margin
-        stop_asked: float | None = None
-        while True:
+    def _next_wake(self, now: float) -> float:
+        heartbeat = self._store.settings.heartbeat_seconds
+        if self._stop_asked is None:
+            return min(now + heartbeat, self._deadline)
+        return min(now + heartbeat, self._stop_asked + self._store.settings.cancel_grace_seconds)
+
+    def tick(self) -> float | None:
+        """One wake of the watch: the next wake, or None when the watch ends."""
+        with self._lock:
+            if self._done:
+                return None
             now = time.monotonic()
-            if stop_asked is None:
-                wake = min(now + settings.heartbeat_seconds, deadline)
-            else:
-                wake = min(now + settings.heartbeat_seconds, stop_asked + grace)
-            if self._done.wait(max(0.0, wake - now)):
-                return
-            now = time.monotonic()
-            if stop_asked is not None:
-                if now >= stop_asked + grace:
-                    self._on_unresponsive(self)
-                    return
-            elif now >= deadline:
+            if self._awaiting:
+                return self._answered(now)
+            if self._stop_asked is not None:
+                if now >= self._stop_asked + self._store.settings.cancel_grace_seconds:
+                    self._last_resort = threading.Thread(
+                        target=self._on_unresponsive, args=(self,), daemon=True
+                    )
+                    self._last_resort.start()
+                    return None
+            elif now >= self._deadline:
                 self.timed_out = True
                 self._ctx.request_stop(timed_out=True)
-                stop_asked = now
+                self._stop_asked = now
             else:
-                renewal, sent = self._renew()
-                if renewal is True:
-                    renewed = sent
-                elif renewal is False:  # cancelled, finished elsewhere, or handed on
-                    self._ctx.request_stop()
-                    stop_asked = now
-                elif time.monotonic() >= renewed + lease_margin(settings):
-                    self._lose_lease(time.monotonic() - renewed)
-                    stop_asked = now
+                # A renewal still unanswered from the last tick is waited for
+                # again rather than another sent.
+                if self._renewal is None:
+                    self._renewal = _Renewal(self._store, self._task, on_done=self._answer)
+                self._awaiting = True
+                return now + self._store.settings.heartbeat_seconds
+            return self._next_wake(now)
 
-    def _renew(self) -> tuple[bool | None, float]:
-        """The outcome of a renewal and when it was sent. True: renewed (the
-        lease runs from about then); False: the run is no longer current;
-        None: failed, or still unanswered after a heartbeat (it goes on, and
-        the next tick waits for it again rather than send another)."""
-        if self._renewal is None:
-            self._renewal = _Renewal(self._store, self._task)
+    def _answer(self) -> None:
+        _watcher().wake(self)
+
+    def _answered(self, now: float) -> float:
+        """The renewal answered, or a heartbeat passed without an answer (it
+        goes on). True: renewed (the lease runs from about when it was sent);
+        False: the run is no longer current; None: failed or unanswered."""
         renewal = self._renewal
-        if not renewal.done.wait(self._store.settings.heartbeat_seconds):
-            return None, renewal.sent
-        self._renewal = None
-        return renewal.result, renewal.sent
+        assert renewal is not None
+        self._awaiting = False
+        result = None
+        if renewal.done.is_set():
+            self._renewal = None
+            result = renewal.result
+        if result is True:
+            self._renewed = renewal.sent
+        elif result is False:  # cancelled, finished elsewhere, or handed on
+            self._ctx.request_stop()
+            self._stop_asked = now
+        elif time.monotonic() >= self._renewed + lease_margin(self._store.settings):
+            self._lose_lease(time.monotonic() - self._renewed)
+            self._stop_asked = now
+        return self._next_wake(now)
 
     def _lose_lease(self, since: float) -> None:
         log.error(
@@ -149,13 +171,85 @@ class Supervisor:
         self._ctx.request_stop()
 
 
+class _Watcher:
+    """The one thread of a process that watches all of its runs: each run
+    is a wake time in a heap, so a run costs no thread of its own (a thread
+    pool runs many at once), and a tick never waits on the database (each
+    renewal is made beside it, and wakes its run when answered)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Supervisor]] = []
+        self._due: dict[int, int] = {}  # run -> its one live entry in the heap
+        self._woken: set[int] = set()  # runs answered while their tick was under way
+        self._seq = itertools.count()
+        threading.Thread(target=self._loop, name="watch-runs", daemon=True).start()
+
+    def watch(self, run: Supervisor, at: float) -> None:
+        with self._cond:
+            entry = next(self._seq)
+            self._due[id(run)] = entry
+            heapq.heappush(self._heap, (at, entry, run))
+            self._cond.notify()
+
+    def wake(self, run: Supervisor) -> None:
+        """Tick ``run`` now (its renewal answered)."""
+        with self._cond:
+            if id(run) in self._due:
+                self.watch(run, time.monotonic())
+            else:
+                self._woken.add(id(run))
+
+    def _loop(self) -> None:
+        while True:
+            run = self._next()
+            try:
+                wake = run.tick()
+            except Exception:  # a watch must go on for the other runs
+                log.exception("the watch of a run failed")
+                wake = None
+            with self._cond:
+                if id(run) in self._woken:
+                    self._woken.discard(id(run))
+                    wake = None if wake is None else time.monotonic()
+                if wake is not None and id(run) not in self._due:
+                    self.watch(run, wake)
+
+    def _next(self) -> Supervisor:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                if self._heap and self._heap[0][0] <= now:
+                    _, entry, run = heapq.heappop(self._heap)
+                    if self._due.get(id(run)) == entry:
+                        del self._due[id(run)]
+                        return run
+                    continue  # superseded by a later wake of the same run
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+
+
+_watchers: dict[int, _Watcher] = {}
+_watchers_lock = threading.Lock()
+
+
+def _watcher() -> _Watcher:
+    """This process's watcher, made in the process that runs tasks (a pool
+    child: threads do not survive a fork)."""
+    with _watchers_lock:
+        found = _watchers.get(os.getpid())
+        if found is None:
+            found = _watchers[os.getpid()] = _Watcher()
+        return found
+
+
 class _Renewal:
     """One lease renewal, made beside the watch: a renewal stuck on a database
     that does not answer (a network cut: no error, no reply) must not stop
     the watch from noticing that the lease is running out."""
 
-    def __init__(self, store: Store, task: TaskRecord) -> None:
+    def __init__(self, store: Store, task: TaskRecord, *, on_done: Callable[[], None]) -> None:
         self.sent = time.monotonic()
+        self._on_done = on_done
         self.done = threading.Event()
         self.result: bool | None = None
         thread = threading.Thread(
@@ -165,11 +259,14 @@ class _Renewal:
 
     def _run(self, store: Store, task: TaskRecord) -> None:
         try:
-            self.result = renew_lease(store, task.id, task.attempt)
+            # Beside the renewals of the process's other runs, in one statement.
+            renewals = batchers_for(store, task.worker or "").renewals
+            self.result = renewals.submit((task.id, task.attempt))
         except Exception:
             log.warning("lease renewal of task %s failed", task.id, exc_info=True)
         finally:
             self.done.set()
+            self._on_done()
 
 
 def lease_margin(settings: Settings) -> float:

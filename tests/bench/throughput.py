@@ -112,7 +112,9 @@ def wait_for(predicate: object, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def bench_run(store: Store, settings: Settings, n: int, concurrency: int) -> None:
+def bench_run(
+    store: Store, settings: Settings, n: int, concurrency: int, pool: str = "prefork"
+) -> None:
     with store.statement() as conn:
         conn.execute(text("DELETE FROM tasks"))
     caller_org = None
@@ -127,14 +129,19 @@ def bench_run(store: Store, settings: Settings, n: int, concurrency: int) -> Non
         "REDIS_URL": settings.redis_url,
         "LOG_LEVEL": "WARNING",
     }
-    worker = WorkerProcess(env, ["--concurrency", str(concurrency), "--kind", "default"])
+    args = ["--concurrency", str(concurrency), "--kind", "default", "--pool", pool]
+    worker = WorkerProcess(env, args)
+
+    polls = [0]
 
     def completed() -> bool:
+        polls[0] += 1
         with store.statement() as conn:
             done = conn.execute(text("SELECT count(*) FROM tasks WHERE status = 'completed'"))
             return int(done.scalar_one()) >= n
 
     worker.env["LOG_LEVEL"] = "INFO"  # the readiness line is logged at INFO
+    before = server_commits(store)
     worker.start()
     started = time.perf_counter()
     try:
@@ -142,13 +149,25 @@ def bench_run(store: Store, settings: Settings, n: int, concurrency: int) -> Non
     finally:
         elapsed = time.perf_counter() - started
         worker.stop()
+    # The worker's commits (each autocommitted statement is one), counted by
+    # the server: the stats of a connection are in once it closed.
+    store.engine.dispose()
+    time.sleep(0.5)
+    commits = server_commits(store) - before - polls[0] - 1
     print(
-        f"run (tasks-core worker, concurrency={concurrency}): tasks={n} seconds={elapsed:.2f} "
-        f"per_second={n / elapsed:.0f} sql_per_run=2 (claim, finish) durable_commits_per_run=1"
+        f"run (tasks-core worker, pool={pool}, concurrency={concurrency}): tasks={n} "
+        f"seconds={elapsed:.2f} per_second={n / elapsed:.0f} "
+        f"worker_commits_per_task={commits / n:.2f}"
     )
 
 
-def bench_raw_celery(redis_url: str, n: int, concurrency: int) -> None:
+def server_commits(store: Store) -> int:
+    with store.statement() as conn:
+        sql = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        return int(conn.execute(text(sql)).scalar_one())
+
+
+def bench_raw_celery(redis_url: str, n: int, concurrency: int, pool: str = "prefork") -> None:
     from tests.bench.raw_celery import app
 
     app.conf.broker_url = redis_url
@@ -162,7 +181,7 @@ def bench_raw_celery(redis_url: str, n: int, concurrency: int) -> None:
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "tests.bench.raw_celery", "worker", "-Q", "raw",
-             "-c", str(concurrency), "--loglevel", "INFO"],
+             "-c", str(concurrency), "--pool", pool, "--loglevel", "INFO"],
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     wait_for(lambda: " ready." in log.read_text(), timeout=60)
@@ -172,7 +191,8 @@ def bench_raw_celery(redis_url: str, n: int, concurrency: int) -> None:
     proc.terminate()
     proc.wait(30)
     print(
-        f"run (raw Celery no-op, concurrency={concurrency}): tasks={n} seconds={elapsed:.2f} "
+        f"run (raw Celery no-op, pool={pool}, concurrency={concurrency}): tasks={n} "
+        f"seconds={elapsed:.2f} "
         f"per_second={n / elapsed:.0f}"
     )
 
@@ -181,6 +201,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--pool", default="prefork", help="the worker's pool: prefork, threads")
     args = parser.parse_args()
     with servers() as (database_url, redis_url):
         upgrade(database_url)
@@ -193,8 +214,8 @@ def main() -> None:
         bench_create(store, caller, args.tasks)
         bench_http_create(store, key.secret, min(args.tasks, 1000))
         redis.Redis.from_url(redis_url).flushall()
-        bench_run(store, settings, args.tasks, args.concurrency)
-        bench_raw_celery(redis_url, args.tasks, args.concurrency)
+        bench_run(store, settings, args.tasks, args.concurrency, args.pool)
+        bench_raw_celery(redis_url, args.tasks, args.concurrency, args.pool)
         store.dispose()
 
 
