@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
-from tests.bench.measure import Bench, latency, open_bench, rss, throughput
+from tests.bench.measure import Bench, Throughput, latency, open_bench, rss, throughput
 from tests.bench.report import Row, print_statements, print_table
 from tests.bench.systems import (
     Http,
@@ -53,8 +53,18 @@ class Options:
 
 
 @dataclass
+class Sample:
+    """One system's figures in one round."""
+
+    run: Throughput
+    p50: float | None = None
+    p95: float | None = None
+
+
+@dataclass
 class Results:
     rows: list[Row] = field(default_factory=list)
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
     rss: dict[str, tuple[int, int]] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -85,20 +95,32 @@ def run(options: Options) -> Results:
         live = [s for s in systems if s.missing is None]
         bench.warm_up(live)
         before = rss(bench)
-        samples: dict[str, list[tuple[float, float | None, float | None, float]]] = {}
-        for _ in range(options.rounds):
+        samples: dict[str, list[Sample]] = {}
+        for round_number in range(1, options.rounds + 1):
             for system in live:
                 n = system.count or options.tasks
-                per_s, statements = throughput(bench, system, n)
-                p50 = p95 = None
+                sample = Sample(throughput(bench, system, n))
                 if system.latency:
-                    p50, p95 = latency(bench, system, options.latency_tasks, options.latency_gap)
-                samples.setdefault(system.name, []).append((per_s, p50, p95, statements))
+                    sample.p50, sample.p95 = latency(
+                        bench, system, options.latency_tasks, options.latency_gap
+                    )
+                samples.setdefault(system.name, []).append(sample)
+                _progress(round_number, system.name, sample)
         after = rss(bench)
         results.rss = {name: (before[name], after[name]) for name in before}
+        results.samples = samples
         results.rows = [_row(system, samples.get(system.name, []), bench) for system in systems]
     results.seconds = time.perf_counter() - started
     return results
+
+
+def _progress(round_number: int, name: str, sample: Sample) -> None:
+    """One line per measurement, so that a long run shows where it is."""
+    p50 = "n/a" if sample.p50 is None else f"{sample.p50:.2f}"
+    p95 = "n/a" if sample.p95 is None else f"{sample.p95:.2f}"
+    print(f"round {round_number} | {name}: tasks/s={sample.run.per_second:.0f} "
+          f"enqueue/s={sample.run.enqueue_per_second:.0f} p50_ms={p50} p95_ms={p95} "
+          f"statements/task={sample.run.statements:.1f}", flush=True)  # fmt: skip
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -106,14 +128,15 @@ def _median(values: list[float | None]) -> float | None:
     return statistics.median(known) if known else None
 
 
-def _row(system: System, samples: list[tuple[float, float | None, float | None, float]],
-         bench: Bench) -> Row:  # fmt: skip
+def _row(system: System, samples: list[Sample], bench: Bench) -> Row:
     row = Row(name=system.name, notes=system.missing or system.notes, missing=system.missing)
     if samples:
-        row.per_second = _median([s[0] for s in samples])
-        row.p50_ms = _median([s[1] for s in samples])
-        row.p95_ms = _median([s[2] for s in samples])
-        row.statements_per_task = _median([s[3] for s in samples]) if system.tasks_core else None
+        row.per_second = _median([s.run.per_second for s in samples])
+        row.enqueue_per_second = _median([s.run.enqueue_per_second for s in samples])
+        row.p50_ms = _median([s.p50 for s in samples])
+        row.p95_ms = _median([s.p95 for s in samples])
+        if system.tasks_core:
+            row.statements_per_task = _median([s.run.statements for s in samples])
         row.create_statements = bench.create_statements.get(system.name)
     return row
 

@@ -96,20 +96,30 @@ class Bench:
                 self.settle(system)
 
 
-def throughput(bench: Bench, system: System, n: int) -> tuple[float, float]:
-    """(tasks per second, PostgreSQL statements per task) of ``n`` tasks."""
+@dataclass(frozen=True)
+class Throughput:
+    per_second: float  # N / (last start - first enqueue call)
+    enqueue_per_second: float  # N / the client's enqueue calls alone
+    statements: float  # PostgreSQL statements per task, every process
+    started: int  # tasks whose start was recorded
+
+
+def throughput(bench: Bench, system: System, n: int) -> Throughput:
+    """Throughput of ``n`` tasks enqueued while the workers run."""
     bench.redis.delete(STARTED)
     before = bench.server_statements()
     bench.counter.statements = bench.counter.transactions = 0
     first_call = time.time()
     system.enqueue(n)
+    enqueued = time.time()
     starts = bench.wait_started(n)
     bench.settle(system)
     if bench.counter.statements:
         per_create = (bench.counter.statements / n, bench.counter.transactions / n)
         bench.create_statements[system.name] = per_create
     statements = (bench.server_statements() - before) / n
-    return n / (max(starts.values()) - first_call), statements
+    per_second = n / (max(starts.values()) - first_call)
+    return Throughput(per_second, n / (enqueued - first_call), statements, len(starts))
 
 
 def latency(bench: Bench, system: System, count: int, gap: float) -> tuple[float, float]:

@@ -201,7 +201,7 @@ class Procrastinate(System):
 
     def __init__(self, dsn: str | None) -> None:
         if dsn is None:
-            self.missing = "procrastinate not installed"
+            self.missing = "not measured (not installed, or --no-procrastinate)"
             return
         from tests.bench import procrastinate_app
 
