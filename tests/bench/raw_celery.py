@@ -1,14 +1,18 @@
 """A bare Celery app with a no-op task: the baseline the service is measured against.
 
-Same broker, same late-ack settings; the task only counts itself in Redis.
+Same broker, same late-ack settings; the task only records its start in Redis
+(``tests.bench.starts``).
 """
 
 from __future__ import annotations
 
 import os
 
-import redis
 from celery import Celery
+
+from tests.bench.starts import record_start
+
+QUEUE = "raw"
 
 app = Celery("raw_celery", broker=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
 app.conf.update(
@@ -20,12 +24,8 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     worker_hijack_root_logger=False,
 )
-_counter: redis.Redis | None = None
 
 
 @app.task(name="raw.noop")
 def noop(task_id: str) -> None:
-    global _counter
-    if _counter is None:
-        _counter = redis.Redis.from_url(os.environ["REDIS_URL"])
-    _counter.incr("raw:done")
+    record_start(task_id)

@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -41,7 +39,9 @@ from tests.support.workers import WorkerProcess
 
 
 @contextmanager
-def servers() -> Iterator[tuple[str, str]]:
+def embedded_servers() -> Iterator[tuple[EmbeddedPostgres, EmbeddedRedis]]:
+    """Fresh PostgreSQL (durable, fsync on, unless BENCH_UNSAFE=1) and Redis, in a
+    temporary directory removed afterwards."""
     root = Path(tempfile.mkdtemp(prefix="tasks-bench-"))
     root.chmod(0o755)
     pg = EmbeddedPostgres(root / "pg", fast_unsafe=os.environ.get("BENCH_UNSAFE") == "1")
@@ -49,11 +49,17 @@ def servers() -> Iterator[tuple[str, str]]:
     try:
         pg.start()
         rd.start()
-        yield pg.url, rd.url
+        yield pg, rd
     finally:
         rd.stop()
         pg.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def servers() -> Iterator[tuple[str, str]]:
+    with embedded_servers() as (pg, rd):
+        yield pg.url, rd.url
 
 
 def count_statements(store: Store) -> list[int]:
@@ -168,28 +174,25 @@ def server_commits(store: Store) -> int:
 
 
 def bench_raw_celery(redis_url: str, n: int, concurrency: int, pool: str = "prefork") -> None:
-    from tests.bench.raw_celery import app
+    from tests.bench.processes import raw_celery_worker
+    from tests.bench.starts import STARTED
+    from tests.bench.systems import RawCelery
 
-    app.conf.broker_url = redis_url
     client = redis.Redis.from_url(redis_url)
-    client.delete("raw:done")
-    with app.producer_or_acquire() as producer:
-        for i in range(n):
-            app.send_task("raw.noop", args=[str(i)], queue="raw", producer=producer)
-    env = {**os.environ, "REDIS_URL": redis_url}
-    log = Path(tempfile.mkstemp(suffix=".log")[1])
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tests.bench.raw_celery", "worker", "-Q", "raw",
-             "-c", str(concurrency), "--pool", pool, "--loglevel", "INFO"],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    wait_for(lambda: " ready." in log.read_text(), timeout=60)
-    started = time.perf_counter()
-    wait_for(lambda: int(client.get("raw:done") or 0) >= n, timeout=600)
-    elapsed = time.perf_counter() - started
-    proc.terminate()
-    proc.wait(30)
+    client.delete(STARTED)
+    system = RawCelery(redis_url)
+    system.enqueue(n)
+    system.close()
+    proc = raw_celery_worker(
+        redis_url, concurrency, loglevel="INFO", pool=pool
+    )  # INFO: its " ready."
+    try:
+        proc.start(lambda: " ready." in proc.log())
+        started = time.perf_counter()
+        wait_for(lambda: int(client.hlen(STARTED)) >= n, timeout=600)
+        elapsed = time.perf_counter() - started
+    finally:
+        proc.kill()
     print(
         f"run (raw Celery no-op, pool={pool}, concurrency={concurrency}): tasks={n} "
         f"seconds={elapsed:.2f} "
