@@ -80,7 +80,9 @@ def timestamps(
     sets = []
     start = f"coalesce({started}, now())"
     if fixed is Status.RUNNING:
-        sets.append(f"started_at = {start}")
+        # A run that starts has not ended: an endedAt its creator or a PUT gave
+        # ahead (perhaps before now) would break startedAt <= endedAt.
+        sets.append(f"started_at = {start}, ended_at = NULL")
     elif fixed is None and Status.RUNNING in targets:
         sets.append(f"started_at = CASE WHEN {status} = 'running' THEN {start} ELSE {started} END")
     elif started != "t.started_at":

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -639,3 +640,16 @@ def test_a_deadlock_is_rolled_back_and_run_again(store: Store, caller: Caller) -
         done = list(pool.map(store.atomic, [work("x", x, y), work("y", y, x)]))
     assert [a.moved for a in done] == [1, 1]
     assert sorted(runs.values()) == [1, 2]  # the deadlock's loser ran twice
+
+
+def test_a_task_given_an_end_ahead_of_its_run_still_runs_and_ends_after_it_started(
+    store: Store, caller: Caller
+) -> None:
+    past = datetime(97, 9, 15, tzinfo=UTC)  # an endedAt its creator gave, before any run
+    task = create_task(store, caller, TaskSpec(kind="default", ended_at=past))
+    run = claim_task(store, task.id, worker=WORKER)
+    assert run is not None and run.status is Status.RUNNING  # no check violation
+    assert run.ended_at is None and run.started_at is not None
+    done = finish_task(store, run, Outcome(Status.COMPLETED), worker="w")
+    assert done is not None and done.ended_at is not None
+    assert done.started_at is not None and done.ended_at >= done.started_at

@@ -789,7 +789,27 @@ def settle(api: FuzzApi) -> None:
             values = {"kinds": SERVED_KINDS, "steps": api.step_ids}
             return int(conn.execute(_BUSY, values).scalar_one()) == 0
 
-    wait_until(idle, timeout=60, message="the worker never finished the fuzzed tasks")
+    try:
+        wait_until(idle, timeout=60, message="the worker never finished the fuzzed tasks")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; still busy: {_busy_tasks(api)}") from None
+
+
+def _busy_tasks(api: FuzzApi) -> list[dict[str, Any]]:
+    """The tasks that kept the worker from settling, with their event log."""
+    with api.engine.connect() as conn:
+        values = {"kinds": SERVED_KINDS, "steps": api.step_ids}
+        ids = [r.id for r in conn.execute(text(_BUSY.text.replace("count(*)", "id")), values)]
+        rows = conn.execute(
+            text(
+                "SELECT t.id, t.kind, t.status, t.worker, t.target_id, t.input, t.parent_id,"
+                " t.available_at, (SELECT json_agg(json_build_array(e.type, e.to_status, e.actor,"
+                " e.detail) ORDER BY e.id) FROM task_events e WHERE e.task_id = t.id) AS events"
+                " FROM tasks t WHERE t.id = ANY(:ids) LIMIT 5"
+            ),
+            {"ids": ids},
+        )
+        return [dict(r._mapping) for r in rows]
 
 
 def snapshot(api: FuzzApi, url: str) -> dict[str, Any]:
