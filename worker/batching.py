@@ -2,15 +2,14 @@
 
 In a thread pool (``--pool threads``) many runs share a process. Each run
 still claims its task and writes its outcome itself, but through a
-:class:`Batcher`, which sends the requests that wait together as one set
-move (``claim_tasks``, ``finish_tasks``): one statement for all.
+:class:`~tasks_core.group_commit.Batcher`, which sends the requests that wait
+together as one set move (``claim_tasks``, ``finish_tasks``): one statement
+for all.
 
-The batching is a group commit, with no timer: a request that finds no set
-in flight goes out at once, alone; the requests that arrive while a set is
-in flight wait for it, and then go together as the next set. So a prefork
-child, which has one run in hand, sends sets of one, as before, and adds no
-delay; a busy thread pool sends sets as large as the requests that pile up
-behind one statement (at most ``max_size``).
+The batching is a group commit, with no timer (``tasks_core.group_commit``).
+So a prefork child, which has one run in hand, sends sets of one, as before,
+and adds no delay; a busy thread pool sends sets as large as the requests
+that pile up behind one statement.
 
 Each request keeps its meaning inside a set: a claim is guarded per task
 (a task named twice in one set is claimed once, for the first caller), an
@@ -24,100 +23,13 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
 
-from tasks_core.storage.errors import DatabaseFailure, classify
+from tasks_core.group_commit import Batcher, one_item_at_fault
 from tasks_core.store import Store
 from tasks_core.task import TaskRecord
 from tasks_core.worker_protocol import Outcome, claim_tasks, finish_tasks, renew_run_leases
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-# The most requests sent in one statement.
-MAX_SET = 64
-
-
-@dataclass(slots=True)
-class _Slot(Generic[T, R]):
-    item: T
-    done: bool = False
-    value: R | None = None
-    error: BaseException | None = None
-
-
-class Batcher(Generic[T, R]):
-    """Sends the requests of concurrent callers in sets: ``send`` takes a set
-    of items and returns one result per item, in order."""
-
-    def __init__(
-        self,
-        send: Callable[[Sequence[T]], Sequence[R]],
-        *,
-        max_size: int = MAX_SET,
-        split: Callable[[Exception], bool] = lambda _: True,
-    ):
-        self._send = send
-        self._split = split
-        self._max = max_size
-        self._cond = threading.Condition()
-        self._pending: list[_Slot[T, R]] = []
-        self._busy = False
-        self.sets_sent = 0  # for tests and figures
-
-    @property
-    def waiting(self) -> int:
-        """Requests waiting for the set in flight to end."""
-        with self._cond:
-            return len(self._pending)
-
-    def submit(self, item: T) -> R | None:
-        """Send ``item`` in the next set; its result (or the set's error)."""
-        slot: _Slot[T, R] = _Slot(item)
-        with self._cond:
-            self._pending.append(slot)
-            while self._busy and not slot.done:
-                self._cond.wait()
-            if not slot.done:  # this caller sends the next set, its own request first
-                self._pending.remove(slot)
-                batch = [slot, *self._pending[: self._max - 1]]
-                del self._pending[: self._max - 1]
-                self._busy = True
-        if not slot.done:
-            try:
-                self._run(batch)
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
-        if slot.error is not None:
-            raise slot.error
-        return slot.value
-
-    def _run(self, batch: list[_Slot[T, R]]) -> None:
-        self.sets_sent += 1
-        try:
-            values = self._send([s.item for s in batch])
-        except Exception as exc:  # noqa: BLE001  (raised again in each caller)
-            if len(batch) == 1 or not self._split(exc):
-                for slot in batch:
-                    _settle(slot, error=exc)
-                return
-            # Which request failed the set is not known (an outcome PostgreSQL
-            # refuses, say): each is sent alone, so that the error is its own.
-            for slot in batch:
-                self._run([slot])
-            return
-        for slot, value in zip(batch, values, strict=True):
-            _settle(slot, value=value)
-
-
-def _settle(
-    slot: _Slot[T, R], *, value: R | None = None, error: BaseException | None = None
-) -> None:
-    slot.value, slot.error, slot.done = value, error, True
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +55,9 @@ class RunBatchers:
     renewals: Batcher[tuple[uuid.UUID, int], bool] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.claims = Batcher(self._claim, split=_one_item_at_fault)
-        self.outcomes = Batcher(self._finish, split=_one_item_at_fault)
-        self.renewals = Batcher(self._renew, split=_one_item_at_fault)
+        self.claims = Batcher(self._claim, split=one_item_at_fault)
+        self.outcomes = Batcher(self._finish, split=one_item_at_fault)
+        self.renewals = Batcher(self._renew, split=one_item_at_fault)
 
     def _renew(self, runs: Sequence[tuple[uuid.UUID, int]]) -> list[bool]:
         """Lease renewals (task, attempt) in one statement; False: no longer current."""
@@ -176,13 +88,6 @@ class RunBatchers:
     def _finish_one(self, request: OutcomeRequest) -> TaskRecord | None:
         finished = finish_tasks(self.store, [(request.run, request.outcome)], worker=self.worker)
         return finished.get(request.run.id)
-
-
-def _one_item_at_fault(exc: Exception) -> bool:
-    """A value PostgreSQL refuses is one request's fault: the set is sent
-    again one by one. An outage fails every request of the set alike (each
-    caller waits it out as it would alone)."""
-    return classify(exc) is DatabaseFailure.DATA
 
 
 _lock = threading.Lock()

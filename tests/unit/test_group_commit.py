@@ -1,12 +1,12 @@
-"""The group commit of a worker process's requests (worker/batching.py: Batcher)."""
+"""Group commit: concurrent requests sent in sets (tasks_core/group_commit.py: Batcher)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
 
+from tasks_core.group_commit import Batcher
 from tests.support.wait import wait_until
-from worker.batching import Batcher
 
 
 class Refused(Exception):
