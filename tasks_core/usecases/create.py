@@ -15,6 +15,7 @@ from tasks_core.flow_definitions import FLOW_KIND, Limits, check_input_sizes, pa
 from tasks_core.ids import new_id
 from tasks_core.lifecycle.moves import Applied, Create
 from tasks_core.lifecycle.publishing import create
+from tasks_core.lifecycle.shared_creates import create_shared
 from tasks_core.quotas import check_executor, check_timeout
 from tasks_core.records import Caller
 from tasks_core.status import Status, is_terminal
@@ -165,9 +166,12 @@ def _create(
     # A transaction only when something must commit with the insert or not at all.
     parents = len(news) > 1 and any(new.parent_id is not None for new in news)
     try:
-        applied, now = create(
-            store, move, inside=inside if idempotency is not None or parents else None
-        )
+        if idempotency is None and not parents and not batch:
+            applied, now = create_shared(store, move)  # commits with concurrent creates
+        else:
+            applied, now = create(
+                store, move, inside=inside if idempotency is not None or parents else None
+            )
     except _Replayed as replay:  # the new tasks were rolled back; answer the first ones
         with store.statement() as conn:
             first = get_tasks(conn, caller.organization_id, replay.task_ids)

@@ -1,0 +1,152 @@
+"""Creates per second over HTTP: one keep-alive client against many at once.
+
+    python -m tests.bench.concurrent_creates                # 1 and 32 clients, api --workers 1, 2
+    python -m tests.bench.concurrent_creates --seconds 5 --clients 1 8 32
+
+Fresh embedded PostgreSQL (fsync on) and Redis, and a real ``tasks-core api``
+per worker count. Each client is a keep-alive connection creating no-op
+tasks one by one for ``--seconds``; the clients are raw sockets of one
+process (cheap, so that the load generator does not take the cores the
+server is measured on). No worker runs: this measures the create alone.
+Beside each figure: its ratio to one client's on the same server, and the commits and
+statements PostgreSQL ran per create (``pg_stat_database``,
+``pg_stat_statements``), which show creates sharing commits. Nothing is
+asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import selectors
+import socket
+import time
+from collections.abc import Sequence
+
+import psycopg
+
+from tasks_core.migrate import upgrade
+from tasks_core.settings import Settings
+from tasks_core.storage.keys import create_key, ensure_organization
+from tasks_core.store import store_from_settings
+from tests.bench.measure import enable_statement_stats
+from tests.bench.processes import ApiServer
+from tests.bench.systems import NOOP
+from tests.bench.throughput import embedded_servers
+
+COUNTERS = """
+SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()),
+       (SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements
+        WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()))
+"""
+
+
+class _Connection:
+    """One keep-alive client: sends the same create again as soon as the
+    last one is answered. Raw HTTP/1.1 on a socket, the request built once:
+    a load generator in Python costs far less this way than with an HTTP
+    client library, so that on a small machine it does not take the cores
+    the server is measured on."""
+
+    def __init__(self, port: int, request: bytes) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setblocking(False)
+        self.request = request
+        self.buffer = b""
+        self.done = 0
+
+    def send(self) -> None:
+        self.sock.sendall(self.request)
+
+    def on_readable(self) -> bool:
+        """Read what came; True when a whole answer is in (and checked)."""
+        self.buffer += self.sock.recv(65536)
+        head_end = self.buffer.find(b"\r\n\r\n")
+        if head_end < 0:
+            return False
+        head = self.buffer[:head_end].decode("latin-1")
+        length = int(re.search(r"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+        if len(self.buffer) < head_end + 4 + length:
+            return False
+        if not head.startswith("HTTP/1.1 201"):
+            raise RuntimeError(f"create answered: {self.buffer[: head_end + 4 + length]!r}")
+        self.buffer = self.buffer[head_end + 4 + length :]
+        self.done += 1
+        return True
+
+
+def creates_per_second(port: int, secret: str, clients: int, seconds: float) -> float:
+    """Creates per second of ``clients`` concurrent keep-alive clients."""
+    body = json.dumps(NOOP).encode()
+    request = (
+        f"POST /v1/tasks HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {secret}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    connections = [_Connection(port, request) for _ in range(clients)]
+    with selectors.DefaultSelector() as selector:
+        for connection in connections:
+            selector.register(connection.sock, selectors.EVENT_READ, connection)
+        started = time.perf_counter()
+        until = started + seconds
+        for connection in connections:
+            connection.send()
+        while time.perf_counter() < until:
+            for ready, _ in selector.select(timeout=1.0):
+                connection = ready.data
+                if connection.on_readable() and time.perf_counter() < until:
+                    connection.send()
+        elapsed = time.perf_counter() - started
+    for connection in connections:
+        connection.sock.close()
+    return sum(c.done for c in connections) / elapsed
+
+
+def run(api_workers: Sequence[int], clients: Sequence[int], seconds: float) -> None:
+    with embedded_servers() as (pg, rd):
+        enable_statement_stats(pg)
+        upgrade(pg.url)
+        store = store_from_settings(Settings(database_url=pg.url, redis_url=rd.url))
+        with store.transaction() as conn:
+            key = create_key(conn, ensure_organization(conn, "bench"))
+        store.dispose()
+        env = {"DATABASE_URL": pg.url, "REDIS_URL": rd.url, "LOG_LEVEL": "WARNING"}
+        with psycopg.connect(pg.url, autocommit=True) as monitor:
+            print("| api --workers | clients | creates/s | vs 1 client | commits/create "
+                  "| statements/create |")  # fmt: skip
+            print("|---:|---:|---:|---:|---:|---:|")
+            for workers in api_workers:
+                server = ApiServer(env, workers).start_serving()
+                try:
+                    creates_per_second(server.port, key.secret, 1, 1.0)  # warm up
+                    one = None
+                    for count in clients:
+                        before = monitor.execute(COUNTERS).fetchone()
+                        rate = creates_per_second(server.port, key.secret, count, seconds)
+                        after = monitor.execute(COUNTERS).fetchone()
+                        assert before is not None and after is not None
+                        made = rate * seconds
+                        commits = (after[0] - before[0]) / made
+                        statements = (after[1] - before[1]) / made
+                        one = one or rate
+                        print(f"| {workers} | {count} | {rate:,.0f} | {rate / one:.2f}x "
+                              f"| {commits:.2f} | {statements:.2f} |", flush=True)  # fmt: skip
+                finally:
+                    server.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each measurement")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--api-workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    run(args.api_workers, args.clients, args.seconds)
+
+
+if __name__ == "__main__":
+    main()
