@@ -62,8 +62,12 @@ class Store:
         renewal, or the `created` -> `queued` mark (the claim accepts both, and
         the sweeper publishes `created` tasks again). Not waiting for the WAL
         flush halves the commits a task waits on."""
-        with (self.relaxed_engine or self.engine).connect() as conn:
-            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+        if self.relaxed_engine is None:
+            with self.statement() as conn:
+                yield conn
+        else:
+            with self.relaxed_engine.connect() as conn:  # in autocommit from its creation
+                yield conn
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

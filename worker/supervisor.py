@@ -24,6 +24,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -88,7 +89,7 @@ class Supervisor:
         self._last_resort: threading.Thread | None = None
 
     def __enter__(self) -> Supervisor:
-        _watcher().watch(self, self._next_wake(self._started))
+        _watcher().watch(self, self._next_wake(self._started), coarse=True)
         return self
 
     def __exit__(
@@ -99,8 +100,14 @@ class Supervisor:
     ) -> None:
         with self._lock:  # no tick of this run is under way once this returns
             self._done = True
+        _watcher().forget(self)
         if self._last_resort is not None:
             self._last_resort.join()
+
+    @property
+    def ended(self) -> bool:
+        """The run's handler has returned."""
+        return self._done
 
     def _next_wake(self, now: float) -> float:
         heartbeat = self._store.settings.heartbeat_seconds
@@ -171,6 +178,11 @@ class Supervisor:
         self._ctx.request_stop()
 
 
+# Wakes of new runs are rounded up to this (seconds): far below any
+# heartbeat, timeout or grace period a run is watched for.
+WAKE_GRAIN = 0.05
+
+
 class _Watcher:
     """The one thread of a process that watches all of its runs: each run
     is a wake time in a heap, so a run costs no thread of its own (a thread
@@ -183,18 +195,35 @@ class _Watcher:
         self._due: dict[int, int] = {}  # run -> its one live entry in the heap
         self._woken: set[int] = set()  # runs answered while their tick was under way
         self._seq = itertools.count()
+        self.wakes = 0  # times the thread woke (for tests and figures)
         threading.Thread(target=self._loop, name="watch-runs", daemon=True).start()
 
-    def watch(self, run: Supervisor, at: float) -> None:
+    def watch(self, run: Supervisor, at: float, *, coarse: bool = False) -> None:
+        """Tick ``run`` at ``at``; ``coarse`` rounds it up to the next
+        ``WAKE_GRAIN``, so that the wakes of runs started close together come
+        in one (a stream of short tasks does not wake the thread per task)."""
+        if coarse:
+            at = math.ceil(at / WAKE_GRAIN) * WAKE_GRAIN
         with self._cond:
             entry = next(self._seq)
             self._due[id(run)] = entry
             heapq.heappush(self._heap, (at, entry, run))
-            self._cond.notify()
+            # The thread sleeps until the earliest wake: only an earlier one
+            # needs to wake it.
+            if self._heap[0][1] == entry:
+                self._cond.notify()
+
+    def forget(self, run: Supervisor) -> None:
+        """``run`` ended: its wake is dropped when it comes, without a tick."""
+        with self._cond:
+            self._due.pop(id(run), None)
+            self._woken.discard(id(run))
 
     def wake(self, run: Supervisor) -> None:
         """Tick ``run`` now (its renewal answered)."""
         with self._cond:
+            if run.ended:  # forgotten meanwhile
+                return
             if id(run) in self._due:
                 self.watch(run, time.monotonic())
             else:
@@ -226,6 +255,7 @@ class _Watcher:
                         return run
                     continue  # superseded by a later wake of the same run
                 self._cond.wait(self._heap[0][0] - now if self._heap else None)
+                self.wakes += 1
 
 
 _watchers: dict[int, _Watcher] = {}

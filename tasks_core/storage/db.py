@@ -61,14 +61,19 @@ def make_engine(
 
     ``synchronous_commit=False`` makes an engine whose commits return before
     their WAL is flushed (no fsync wait), for writes that may be lost in a
-    database crash without harm (see ``Store.relaxed_statement``).
+    database crash without harm (see ``Store.relaxed_statement``); single
+    statements only, in autocommit.
 
     Statements are prepared on the server once a connection has run them
     ``DB_PREPARE_THRESHOLD`` times (see :func:`_prepare_threshold`)."""
     settings = settings or get_settings()
     options = f"-c statement_timeout={settings.db_statement_timeout_ms} -c timezone=UTC"
+    relaxed: dict[str, Any] = {}
     if not synchronous_commit:
         options += " -c synchronous_commit=off"
+        # Only single statements run there: its connections stay in autocommit,
+        # so a checkout neither sets nor resets a transaction mode.
+        relaxed = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None}
     engine = create_engine(
         sqlalchemy_url(database_url),
         pool_size=settings.db_pool_size,
@@ -81,6 +86,7 @@ def make_engine(
             "prepare_threshold": _prepare_threshold(settings),
         },
         execution_options={_SIZE_LIMITS: SizeLimits.of(settings)},
+        **relaxed,
     )
     event.listen(engine, "checkout", drop_if_closed)
     event.listen(engine, "checkout", _reset_count)
