@@ -50,6 +50,7 @@ class Options:
     concurrency: int = 2
     procrastinate: bool = True
     api_workers: tuple[int, ...] = (1, 2)
+    threads: bool = True  # the thread-pool rows (systems.THREADS)
 
 
 @dataclass
@@ -73,6 +74,9 @@ def build_systems(bench: Bench, options: Options) -> list[System]:
     """Every row, raw Celery first (the reference)."""
     systems: list[System] = [RawCelery(bench.redis_url), InProcess(bench.store, bench.caller)]
     systems.append(InProcessBatch(bench.store, bench.caller))
+    if options.threads:
+        systems.append(RawCelery(bench.redis_url, threads=True))
+        systems.append(InProcessBatch(bench.store, bench.caller, threads=True))
     for workers in options.api_workers:
         systems.append(Http(bench.api[workers].url, bench.secret, workers))
     systems.append(HttpBatch(bench.api[options.api_workers[0]].url, bench.secret))
@@ -87,8 +91,9 @@ def run(options: Options) -> Results:
     """Start everything, measure every system in every round, stop everything."""
     started = time.perf_counter()
     results = Results()
-    with open_bench(options.preload_rows, options.concurrency, options.api_workers,
-                    options.procrastinate) as bench, ExitStack() as closing:  # fmt: skip
+    servers = open_bench(options.preload_rows, options.concurrency, options.api_workers,
+                         options.procrastinate, options.threads)  # fmt: skip
+    with servers as bench, ExitStack() as closing:
         systems = build_systems(bench, options)
         for system in systems:
             closing.callback(system.close)
@@ -159,6 +164,7 @@ def main() -> None:
     parser.add_argument("--preload-rows", type=int, default=0, help="completed rows inserted first")
     parser.add_argument("--rss-tasks", type=int, default=0, help="only: worker RSS over N tasks")
     parser.add_argument("--no-procrastinate", action="store_true")
+    parser.add_argument("--no-threads", action="store_true", help="no thread-pool rows")
     args = parser.parse_args()
     if args.rss_tasks:
         from tests.bench.measure import rss_over
@@ -173,6 +179,7 @@ def main() -> None:
         latency_tasks=args.latency_tasks,
         preload_rows=args.preload_rows,
         procrastinate=not args.no_procrastinate,
+        threads=not args.no_threads,
     )
     results = run(options)
     print(

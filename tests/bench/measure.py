@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
@@ -23,7 +23,7 @@ from tests.bench.processes import PYTHON, ApiServer, Service, raw_celery_worker,
 from tests.bench.processes import tasks_core_worker as start_tasks_core_worker
 from tests.bench.starts import STARTED
 from tests.bench.statements import Counter
-from tests.bench.systems import InProcess, InProcessBatch, System
+from tests.bench.systems import THREADS, THREADS_EXECUTOR, InProcess, InProcessBatch, System
 from tests.bench.throughput import embedded_servers
 from tests.support.wait import wait_until
 
@@ -195,8 +195,10 @@ def open_bench(
     concurrency: int = 2,
     api_workers: Sequence[int] = (1, 2),
     procrastinate: bool = True,
+    threads: bool = False,
 ) -> Iterator[Bench]:
-    """Fresh servers, a key, the workers (idle) and API processes; all stopped after."""
+    """Fresh servers, a key, the workers (idle) and API processes; all stopped after.
+    ``threads``: also the thread-pool workers of both (``systems.THREADS``)."""
     with embedded_servers() as (pg, rd), ExitStack() as stack:
         enable_statement_stats(pg)
         upgrade(pg.url)
@@ -214,6 +216,8 @@ def open_bench(
             "tasks-core worker": start_tasks_core_worker(env, concurrency),
             "raw Celery worker": raw_celery_worker(rd.url, concurrency),
         }
+        if threads:
+            workers.update(thread_pool_workers(env, rd.url))
         for worker in workers.values():
             stack.callback(worker.kill)
             worker.start()
@@ -239,12 +243,30 @@ def open_bench(
         )
 
 
+def thread_pool_workers(env: dict[str, str], redis_url: str) -> dict[str, Service]:
+    """THREADS[0] processes of THREADS[1] threads each, of tasks-core (on the
+    queues of THREADS_EXECUTOR) and of raw Celery (on its THREADS_QUEUE)."""
+    from tests.bench.raw_celery import THREADS_QUEUE
+
+    processes, threads = THREADS
+    ours = [start_tasks_core_worker(env, threads, "threads", THREADS_EXECUTOR)
+            for _ in range(processes)]  # fmt: skip
+    raw = [raw_celery_worker(redis_url, threads, pool="threads", queue=THREADS_QUEUE)
+           for _ in range(processes)]  # fmt: skip
+    return {"tasks-core workers, threads": _Group(ours), "raw Celery workers, threads": _Group(raw)}
+
+
 class _Group(Service):
     """Several services measured together."""
 
     def __init__(self, members: list[Service]) -> None:
         super().__init__([], {})
         self.members = list(members)
+
+    def start(self, ready: Callable[[], bool] = lambda: True, timeout: float = 60.0) -> Service:
+        for member in self.members:
+            member.start(ready, timeout)
+        return self
 
     def pids(self) -> list[int]:
         return [pid for member in self.members for pid in member.pids()]

@@ -112,21 +112,29 @@ class ApiServer(Service):
             return False
 
 
-def tasks_core_worker(env: dict[str, str], concurrency: int, pool: str = "prefork") -> Service:
-    """A real ``tasks-core worker`` (kinds default and Flow) with the no-op action, at the
-    production defaults and WARNING logs; ready once it has run a first task."""
+def tasks_core_worker(
+    env: dict[str, str], concurrency: int, pool: str = "prefork", executor: str | None = None
+) -> Service:
+    """A real ``tasks-core worker`` (kinds default and Flow, of ``executor``'s queues if
+    given) with the no-op action, at the production defaults and WARNING logs."""
     command = [*TASKS_CORE_WORKER, "--concurrency", str(concurrency), "--pool", pool]
     command += ["--kind", "default", "--kind", "Flow"]
+    command += ["--executor", executor] if executor else []
     settings = {"TASKS_IMPORTS": "tests.bench.noop", "LOG_LEVEL": "WARNING"}
     return Service(command, {**env, **settings})
 
 
 def raw_celery_worker(
-    redis_url: str, concurrency: int, loglevel: str = "WARNING", pool: str = "prefork"
+    redis_url: str,
+    concurrency: int,
+    loglevel: str = "WARNING",
+    pool: str = "prefork",
+    queue: str | None = None,
 ) -> Service:
     """A bare Celery worker (prefork, or ``pool``) for ``tests.bench.raw_celery``."""
     from tests.bench.raw_celery import QUEUE
 
-    command = [PYTHON, "-m", "celery", "-A", "tests.bench.raw_celery", "worker", "-Q", QUEUE]
+    command = [PYTHON, "-m", "celery", "-A", "tests.bench.raw_celery", "worker"]
+    command += ["-Q", queue or QUEUE]
     command += ["-c", str(concurrency), "--pool", pool, "--loglevel", loglevel]
     return Service(command, {"REDIS_URL": redis_url})

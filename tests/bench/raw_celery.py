@@ -13,6 +13,7 @@ from celery import Celery
 from tests.bench.starts import record_start
 
 QUEUE = "raw"
+THREADS_QUEUE = "raw-threads"  # served by the thread-pool workers
 
 app = Celery("raw_celery", broker=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
 app.conf.update(

@@ -55,16 +55,24 @@ class System:
         """Release what it holds (clients, producers)."""
 
 
+# The thread-pool rows: worker processes x threads each, on queues of their own.
+THREADS = (2, 8)
+THREADS_EXECUTOR = "bench-threads"
+THREADS_LABEL = f"{THREADS[0]} worker processes x --pool threads -c {THREADS[1]}"
+
+
 class RawCelery(System):
     name = "raw Celery 5, prefork -c 2, acks_late, no results"
     notes = "nothing durable"
     tasks_core = False
 
-    def __init__(self, redis_url: str) -> None:
-        from tests.bench.raw_celery import QUEUE, app
+    def __init__(self, redis_url: str, *, threads: bool = False) -> None:
+        from tests.bench.raw_celery import QUEUE, THREADS_QUEUE, app
 
         app.conf.broker_url = redis_url
-        self.queue = QUEUE
+        self.queue = THREADS_QUEUE if threads else QUEUE
+        if threads:
+            self.name = f"raw Celery 5, {THREADS_LABEL}, acks_late, no results"
         self.app = app
         self._producer = app.producer_or_acquire()
         self.producer = self._producer.__enter__()
@@ -116,20 +124,26 @@ class InProcessBatch(System):
     name = f"tasks-core create_tasks() in-process, batches of {BATCH}"
     notes = "durable"
 
-    def __init__(self, store: Store, caller: Caller) -> None:
+    def __init__(self, store: Store, caller: Caller, *, threads: bool = False) -> None:
         self.store, self.caller = store, caller
+        self.spec = NOOP_SPEC
+        if threads:
+            self.name += f", {THREADS_LABEL}"
+            self.spec = TaskSpec(
+                kind="default", target_id=NOOP_ACTION, executor_id=THREADS_EXECUTOR
+            )
         self.create_tasks = find_create_tasks()
         if self.create_tasks is None:
             self.missing = "no create_tasks() yet"
 
     def send_one(self) -> str:
         assert self.create_tasks is not None
-        return str(self.create_tasks(self.store, self.caller, [NOOP_SPEC])[0].id)
+        return str(self.create_tasks(self.store, self.caller, [self.spec])[0].id)
 
     def enqueue(self, n: int) -> None:
         assert self.create_tasks is not None
         for size in chunks(n):
-            self.create_tasks(self.store, self.caller, [NOOP_SPEC] * size)
+            self.create_tasks(self.store, self.caller, [self.spec] * size)
 
 
 class Http(System):
