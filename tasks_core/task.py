@@ -16,8 +16,9 @@ order of the API's answer; then ours; then those the API never shows.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, get_type_hints
@@ -107,6 +108,12 @@ class TaskRecord:
         """Build from a ``tasks`` row (any mapping with the column names)."""
         return cls(**{name: decode(row[name]) for name, decode in _DECODERS})
 
+    @staticmethod
+    def reader(names: tuple[str, ...]) -> Callable[[Sequence[Any]], TaskRecord]:
+        """Build from rows as tuples whose columns are ``names`` (a statement's
+        result read from the driver, ``storage.rows``)."""
+        return _reader(names)
+
 
 @dataclass(frozen=True, slots=True)
 class TaskField:
@@ -155,6 +162,17 @@ def _decoder(hint: Any) -> Callable[[Any], Any]:
 _DECODERS: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(
     (f.name, _decoder(f.type)) for f in TASK_FIELDS if f.role.stored
 )
+
+
+@functools.lru_cache(maxsize=256)
+def _reader(names: tuple[str, ...]) -> Callable[[Sequence[Any]], TaskRecord]:
+    """Each stored field's position in rows of ``names``, found once."""
+    plan = tuple((name, names.index(name), decode) for name, decode in _DECODERS)
+
+    def read(row: Sequence[Any]) -> TaskRecord:
+        return TaskRecord(**{name: decode(row[i]) for name, i, decode in plan})
+
+    return read
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,11 @@ def _count_statement(conn: Connection, *_: Any) -> None:
     conn.info[_RAN] = True
 
 
+def ran_on(conn: Connection) -> bool:
+    """Whether a statement ran on ``conn`` since it left the pool."""
+    return bool(conn.info.get(_RAN))
+
+
 def _note_stale(context: ExceptionContext) -> None:
     """A disconnect on the first statement of a checkout (the connection died
     after the checkout's look, or gave no sign of it): marked, so that the
@@ -130,7 +135,7 @@ def _note_stale(context: ExceptionContext) -> None:
     if (
         context.is_disconnect
         and conn is not None
-        and not conn.info.get(_RAN)
+        and not ran_on(conn)
         and isinstance(context.sqlalchemy_exception, DBAPIError)
     ):
         mark_before_any_statement(context.sqlalchemy_exception)
