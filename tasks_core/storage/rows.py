@@ -9,9 +9,9 @@ the same statement on the same pooled connection, in the same transaction
 (or autocommit), through psycopg's cursor, and reads plain tuples with
 their column names, learned once per statement text.
 
-What SQLAlchemy's execute gives beside the result is kept: the statement
-begins the connection's transaction as an execute would (so its commit or
-rollback covers it), the engine's cursor-execute events see it (statement
+What SQLAlchemy's execute gives beside the result is kept: outside
+autocommit the statement begins the connection's transaction as an execute
+would (so its commit or rollback covers it), the engine's cursor-execute events see it (statement
 counters), and a driver error is raised as SQLAlchemy's ``DBAPIError`` of
 the same class, with a lost connection invalidated and marked when it was
 the first statement of its checkout (see ``storage.db``), so that every
@@ -74,10 +74,10 @@ def driver_rows(conn: Connection, stmt: TextClause, values: Mapping[str, Any]) -
     """Run ``stmt`` on ``conn``; its column names and rows (tuples)."""
     form = _form(conn, stmt)
     params = form.params(values)
-    if not conn.in_transaction():
-        conn.begin()  # as an execute would: the commit or rollback of ``conn`` covers it
     dbapi = conn.connection.dbapi_connection
     assert isinstance(dbapi, psycopg.Connection), "the engines are psycopg's"
+    if not dbapi.autocommit and not conn.in_transaction():
+        conn.begin()  # as an execute would: the commit or rollback of ``conn`` covers it
     cursor = dbapi.cursor()
     try:
         conn.dispatch.before_cursor_execute(conn, cursor, form.sql, params, None, False)
