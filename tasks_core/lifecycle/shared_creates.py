@@ -14,8 +14,9 @@ Each create keeps its meaning in a set: its tasks are inserted or refused
 on their own (a missing parent refuses one task, not the set), a value
 PostgreSQL refuses sends the set again one create at a time so that the
 error is its caller's alone, and an outage fails each caller as it would
-alone. Creates of different callers go in one statement per actor (the
-events name who created each task).
+alone. Each caller (actor: an API key) has its sets of its own, so that a
+set is one statement, committed or refused as a whole, and its events name
+who created each task.
 """
 
 from __future__ import annotations
@@ -24,73 +25,68 @@ import os
 import threading
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from tasks_core.group_commit import Batcher, one_item_at_fault
-from tasks_core.lifecycle.moves import Applied, Create, Publish
+from tasks_core.lifecycle.moves import Applied, Create
 from tasks_core.lifecycle.publishing import create
 from tasks_core.store import Store
-from tasks_core.task import NewTask, TaskRecord
+from tasks_core.task import TaskRecord
 
 Created = tuple[Applied, dict[uuid.UUID, TaskRecord]]
 
 
 def create_shared(store: Store, move: Create) -> Created:
     """Like ``publishing.create(store, move)`` (no ``inside``), its statement
-    shared with the concurrent creates of this process."""
-    result = _creates_for(store).submit(move)
+    shared with the concurrent creates of this process by the same actor."""
+    result = creates_for(store, move.actor).submit(move)
     assert result is not None, "a set answers every create"
     return result
 
 
-def _send(store: Store, moves: Sequence[Create]) -> list[Created]:
-    """The creates of a set: one insert and publish per actor, each create
-    answered with its own tasks."""
-    by_actor: dict[str, list[NewTask]] = {}
-    for move in moves:
-        by_actor.setdefault(move.actor, []).extend(move.tasks)
-    applied: dict[uuid.UUID, TaskRecord] = {}
-    publish: list[Publish] = []
-    now: dict[uuid.UUID, TaskRecord] = {}
-    for actor, news in by_actor.items():
-        done, published = create(store, Create(tuple(news), actor=actor))
-        applied.update(done.tasks)
-        publish.extend(done.publish)
-        now.update(published)
-    return [_part(move, applied, publish, now) for move in moves]
+def _send(store: Store, actor: str, moves: Sequence[Create]) -> list[Created]:
+    """The creates of a set: one insert and one publish, each create answered
+    with its own tasks."""
+    news = tuple(new for move in moves for new in move.tasks)
+    applied, now = create(store, Create(news, actor=actor))
+    return [_part(move, applied, now) for move in moves]
 
 
-def _part(
-    move: Create,
-    applied: dict[uuid.UUID, TaskRecord],
-    publish: list[Publish],
-    now: dict[uuid.UUID, TaskRecord],
-) -> Created:
+def _part(move: Create, applied: Applied, now: dict[uuid.UUID, TaskRecord]) -> Created:
     ids = {new.id for new in move.tasks}
-    mine = {i: applied[i] for i in ids if i in applied}
-    items = tuple(p for p in publish if p.task.id in ids)
-    return Applied(tasks=mine, publish=items, moved=len(mine)), {i: now[i] for i in ids if i in now}
+    mine = {i: t for i, t in applied.tasks.items() if i in ids}
+    items = tuple(p for p in applied.publish if p.task.id in ids)
+    return Applied(tasks=mine, publish=items, moved=len(mine)), {
+        i: t for i, t in now.items() if i in ids
+    }
 
 
+# The batchers of the actors seen last in this process; one idle long enough
+# to fall out is made again when its actor comes back.
+MAX_ACTORS = 1024
 _lock = threading.Lock()
-# Per process and store; the store is held weakly, so that a disposed one
-# (tests make many) is not kept alive by its batcher.
-_by_process: dict[tuple[int, int], tuple[weakref.ref[Store], Batcher[Create, Created]]] = {}
+_batchers: OrderedDict[tuple[int, int, str], tuple[weakref.ref[Store], Batcher[Create, Created]]]
+_batchers = OrderedDict()
 
 
-def _creates_for(store: Store) -> Batcher[Create, Created]:
-    """This process's batcher for ``store`` (made after a fork: a child must
-    not share its parent's locks)."""
-    key = (os.getpid(), id(store))
+def creates_for(store: Store, actor: str) -> Batcher[Create, Created]:
+    """This process's batcher of ``actor``'s creates on ``store`` (made after
+    a fork: a child must not share its parent's locks). The store is held
+    weakly, so that a disposed one (tests make many) is not kept alive."""
+    key = (os.getpid(), id(store), actor)
     with _lock:
-        found = _by_process.get(key)
+        found = _batchers.get(key)
         if found is None or found[0]() is not store:
             held = weakref.ref(store)
 
             def send(moves: Sequence[Create]) -> list[Created]:
                 live = held()
                 assert live is not None, "a store in use is alive"
-                return _send(live, moves)
+                return _send(live, actor, moves)
 
-            found = _by_process[key] = (held, Batcher(send, split=one_item_at_fault))
+            found = _batchers[key] = (held, Batcher(send, split=one_item_at_fault))
+            if len(_batchers) > MAX_ACTORS:
+                _batchers.popitem(last=False)
+        _batchers.move_to_end(key)
         return found[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,7 +15,7 @@ import redis
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from tasks_core.lifecycle.shared_creates import _creates_for
+from tasks_core.lifecycle.shared_creates import creates_for
 from tasks_core.queues import queue_name
 from tasks_core.records import Caller
 from tasks_core.status import Status
@@ -49,9 +50,9 @@ def held_inserts(store: Store) -> Iterator[Callable[[], None]]:
 def _create_in_sets(
     store: Store, jobs: list[tuple[Caller, TaskSpec]]
 ) -> tuple[list[TaskRecord | BaseException], int]:
-    """Create ``jobs`` from threads: the first alone, held in flight, so that
-    the others pile up behind it; each caller's answer (or error), and the
-    statements the waiting ones cost together."""
+    """Create ``jobs`` from threads: each caller's first alone, held in
+    flight, so that its others pile up behind it; each job's answer (or
+    error), and the statements the waiting ones cost together."""
     answers: list[TaskRecord | BaseException] = [RuntimeError("no answer")] * len(jobs)
 
     def one(index: int) -> None:
@@ -61,17 +62,24 @@ def _create_in_sets(
         except BaseException as exc:  # the test looks at it
             answers[index] = exc
 
-    creates = _creates_for(store)
+    firsts = {caller.actor: i for i, (caller, _) in reversed(list(enumerate(jobs)))}
+    behind = Counter(caller.actor for caller, _ in jobs)
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(jobs))]
     with held_inserts(store) as release, counted(store) as statements:
-        threads[0].start()
-        # The first create's insert is sent, and waits on the lock.
-        wait_until(lambda: statements[0] == 1, timeout=10, message="first create not sent")
-        statements[0] = 0
-        for thread in threads[1:]:
-            thread.start()
+        for i in firsts.values():
+            threads[i].start()
+        # Each caller's first insert is sent, and waits on the lock.
         wait_until(
-            lambda: creates.waiting == len(jobs) - 1, timeout=10, message="creates not waiting"
+            lambda: statements[0] == len(firsts), timeout=10, message="first creates not sent"
+        )
+        statements[0] = 0
+        for i, thread in enumerate(threads):
+            if i not in firsts.values():
+                thread.start()
+        wait_until(
+            lambda: all(creates_for(store, a).waiting == n - 1 for a, n in behind.items()),
+            timeout=10,
+            message="creates not waiting",
         )
         release()
         for thread in threads:
@@ -84,27 +92,41 @@ def _spec(n: int, **fields: Any) -> TaskSpec:
 
 
 def test_creates_that_wait_together_are_inserted_in_one_statement(
-    acme: OrgClient, globex: OrgClient, store: Store, redis_url: str
+    acme: OrgClient, store: Store, redis_url: str
 ) -> None:
-    callers = [_caller(acme), _caller(globex)]
-    jobs = [(callers[i % 2], _spec(i)) for i in range(K + 1)]
-    creates = _creates_for(store)
+    caller = _caller(acme)
+    jobs = [(caller, _spec(i)) for i in range(K + 1)]
+    creates = creates_for(store, caller.actor)
     sets_before = creates.sets_sent
     answers, statements = _create_in_sets(store, jobs)
     tasks = [a for a in answers if isinstance(a, TaskRecord)]
     assert len(tasks) == K + 1, answers
-    # Each caller got its own task, in its own organization, queued.
-    for (caller, spec), task in zip(jobs, tasks, strict=True):
-        assert task.target_id == spec.target_id
-        assert task.organization_id == caller.organization_id
-        assert task.status is Status.QUEUED
+    # Each caller got its own task, queued, and stored so.
+    for (_, spec), task in zip(jobs, tasks, strict=True):
+        assert task.target_id == spec.target_id and task.status is Status.QUEUED
         with store.statement() as conn:
             stored = get_task(conn, caller.organization_id, task.id)
         assert stored is not None and stored.status is Status.QUEUED
-    # The first went alone; the K behind it went as one set: one insert per
-    # caller (two organizations here), against one per create alone.
+    # The first went alone; the K behind it went as one set, one insert.
     assert creates.sets_sent - sets_before == 2
-    assert statements == 2
+    assert statements == 1
+    # Each was published after the commit: a message per task on its queue.
+    queue = queue_name("default", POOL, store.settings.queue_prefix)
+    assert redis.Redis.from_url(redis_url).llen(queue) >= K + 1
+    report(f"shared creates: {K} waiting creates took {statements} statement")
+
+
+def test_each_caller_shares_its_own_sets_and_its_events_name_it(
+    acme: OrgClient, globex: OrgClient, store: Store
+) -> None:
+    callers = [_caller(acme), _caller(globex)]
+    jobs = [(callers[i % 2], _spec(i)) for i in range(K + 2)]
+    answers, statements = _create_in_sets(store, jobs)
+    tasks = [a for a in answers if isinstance(a, TaskRecord)]
+    assert len(tasks) == K + 2, answers
+    pairs = list(zip(jobs, tasks, strict=True))
+    assert all(t.organization_id == c.organization_id for (c, _), t in pairs)
+    assert statements == 2  # one set of each caller's waiting creates
     with store.statement() as conn:
         actors = dict(
             conn.execute(
@@ -115,11 +137,7 @@ def test_creates_that_wait_together_are_inserted_in_one_statement(
                 {"ids": [t.id for t in tasks]},
             ).all()
         )
-    assert all(actors[t.id] == c.actor for (c, _), t in zip(jobs, tasks, strict=True))
-    # Each was published after the commit: a message per task on its queue.
-    queue = queue_name("default", POOL, store.settings.queue_prefix)
-    assert redis.Redis.from_url(redis_url).llen(queue) >= K + 1
-    report(f"shared creates: {K} waiting creates of 2 callers took {statements} statements")
+    assert all(actors[t.id] == c.actor for (c, _), t in pairs)
 
 
 def test_a_value_refused_in_a_set_fails_only_its_own_create(acme: OrgClient, store: Store) -> None:
@@ -128,7 +146,7 @@ def test_a_value_refused_in_a_set_fails_only_its_own_create(acme: OrgClient, sto
     jobs = [(caller, _spec(i)) for i in range(K + 1)]
     # PostgreSQL refuses a NUL character in a JSON string.
     jobs[bad] = (caller, _spec(bad, input={"text": "nul \u0000 here"}))
-    creates = _creates_for(store)
+    creates = creates_for(store, caller.actor)
     sets_before = creates.sets_sent
     answers, _ = _create_in_sets(store, jobs)
     assert isinstance(answers[bad], DBAPIError)
