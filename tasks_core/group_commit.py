@@ -28,7 +28,9 @@ R = TypeVar("R")
 MAX_SET = 64
 
 
-@dataclass(slots=True)
+# Compared by identity: two callers may send equal requests (copies of one
+# message), and each must find its own slot in the queue, not the other's.
+@dataclass(slots=True, eq=False)
 class _Slot(Generic[T, R]):
     item: T
     done: bool = False

@@ -95,3 +95,40 @@ def test_an_outage_fails_every_request_of_the_set_without_sending_each_again() -
     sets, outcomes = _two_waiting_then(error, split=False)
     assert outcomes[0] == 0 and outcomes[1] is error and outcomes[2] is error
     assert len(sets) == 2
+
+
+def test_equal_requests_of_different_callers_are_each_answered() -> None:
+    """Copies of one message make equal requests: each caller still gets its
+    own answer, whichever of them sends the next set."""
+    for _ in range(30):
+        release = threading.Event()
+        sets: list[list[int]] = []
+
+        def send(items: Sequence[int], sets: list[list[int]] = sets,
+                 release: threading.Event = release) -> list[int]:  # fmt: skip
+            sets.append(list(items))
+            if len(sets) == 1:
+                release.wait(10)
+            return [i * 10 for i in items]
+
+        batcher: Batcher[int, int] = Batcher(send)
+        answers: list[object] = []
+
+        def call(b: Batcher[int, int] = batcher, out: list[object] = answers) -> None:
+            try:
+                out.append(b.submit(7))
+            except BaseException as exc:  # the test looks at it
+                out.append(exc)
+
+        first = threading.Thread(target=call)
+        first.start()
+        wait_until(lambda s=sets: len(s) == 1, timeout=5, message="first set not sent")
+        copies = [threading.Thread(target=call) for _ in range(3)]
+        for copy in copies:
+            copy.start()
+        wait_until(lambda b=batcher: b.waiting == 3, timeout=5, message="copies not waiting")
+        release.set()
+        for caller in [first, *copies]:
+            caller.join(5)
+        assert answers == [70, 70, 70, 70], answers
+        assert sorted(len(s) for s in sets) == [1, 3]
