@@ -21,7 +21,7 @@ from sqlalchemy import Connection, TextClause
 
 from tasks_core.status import RULES, TERMINAL_STATUSES, MoveKind, Status
 from tasks_core.storage.db import json_ids, sql_list
-from tasks_core.storage.rows import driver_rows
+from tasks_core.storage.rows import tasks_of
 from tasks_core.task import TaskRecord
 
 TERMINAL = sql_list(TERMINAL_STATUSES)
@@ -222,7 +222,5 @@ def fenced(
 
 
 def records(conn: Connection, stmt: TextClause, values: Mapping[str, Any]) -> list[TaskRecord]:
-    """The tasks a statement returns (``RETURNING t.*``), read from the driver."""
-    names, rows = driver_rows(conn, stmt, values)
-    read = TaskRecord.reader(names)
-    return [read(row) for row in rows]
+    """The tasks a move returns (``RETURNING t.*``), read from the driver."""
+    return tasks_of(conn, stmt, values)

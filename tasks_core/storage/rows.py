@@ -1,4 +1,5 @@
-"""The rows of the lifecycle's statements, read straight from the driver.
+"""The rows of the lifecycle's statements and of task reads, read straight
+from the driver.
 
 Every status move returns the rows it changed (``RETURNING t.*``: some 30
 columns). Through SQLAlchemy's result, each run of such a statement builds
@@ -33,8 +34,16 @@ from sqlalchemy.exc import DBAPIError
 
 from tasks_core.storage.db import ran_on
 from tasks_core.storage.errors import mark_before_any_statement
+from tasks_core.task import TaskRecord
 
 Rows = tuple[tuple[str, ...], list[tuple[Any, ...]]]
+
+
+def tasks_of(conn: Connection, stmt: TextClause, values: Mapping[str, Any]) -> list[TaskRecord]:
+    """The tasks a statement returns (``RETURNING t.*``, ``SELECT t.*``)."""
+    names, rows = driver_rows(conn, stmt, values)
+    read = TaskRecord.reader(names)
+    return [read(row) for row in rows]
 
 
 @dataclass(slots=True)

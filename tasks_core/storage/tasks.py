@@ -20,6 +20,7 @@ from tasks_core.flow_definitions import FLOW_KIND
 from tasks_core.records import EventRecord
 from tasks_core.status import NON_TERMINAL_STATUSES, RULES, MoveKind, Status
 from tasks_core.storage.db import as_ids, json_ids, sql_list, statement
+from tasks_core.storage.rows import tasks_of
 from tasks_core.task import MAX_TREE_DEPTH, TaskRecord
 
 _GET = text("SELECT * FROM tasks WHERE id = :id AND organization_id = :org")
@@ -27,8 +28,8 @@ _GET = text("SELECT * FROM tasks WHERE id = :id AND organization_id = :org")
 
 def get_task(conn: Connection, organization_id: uuid.UUID, task_id: uuid.UUID) -> TaskRecord | None:
     """One task of the organization, without children."""
-    row = conn.execute(_GET, {"id": task_id, "org": organization_id}).mappings().first()
-    return TaskRecord.from_row(row) if row else None
+    found = tasks_of(conn, _GET, {"id": task_id, "org": organization_id})
+    return found[0] if found else None
 
 
 # Each task by its key (a lateral pick; OFFSET 0 keeps the planner from
@@ -47,8 +48,7 @@ def get_tasks(
     conn: Connection, organization_id: uuid.UUID, task_ids: Sequence[uuid.UUID]
 ) -> list[TaskRecord]:
     """The organization's tasks of ``task_ids``, in that order (missing ones left out)."""
-    rows = conn.execute(_GET_MANY, {"ids": as_ids(task_ids), "org": organization_id})
-    return [TaskRecord.from_row(r) for r in rows.mappings()]
+    return tasks_of(conn, _GET_MANY, {"ids": as_ids(task_ids), "org": organization_id})
 
 
 # No ORDER BY outside: the nested loop yields the parents in the order given
@@ -75,7 +75,7 @@ def children_of(
     if not parent_ids or total <= 0:
         return []
     values = {"ids": as_ids(parent_ids), "n": per_parent, "total": total}
-    return [TaskRecord.from_row(r) for r in conn.execute(_CHILDREN, values).mappings()]
+    return tasks_of(conn, _CHILDREN, values)
 
 
 @dataclass(frozen=True, slots=True)
