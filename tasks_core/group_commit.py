@@ -31,11 +31,14 @@ MAX_SET = 64
 # Compared by identity: two callers may send equal requests (copies of one
 # message), and each must find its own slot in the queue, not the other's.
 @dataclass(slots=True, eq=False)
-class _Slot(Generic[T, R]):
+class Answer(Generic[T, R]):
+    """One request and, once its set was sent, its result or its error."""
+
     item: T
     done: bool = False
     value: R | None = None
     error: BaseException | None = None
+    queued: bool = False  # waits in the batcher's queue
 
 
 class Batcher(Generic[T, R]):
@@ -53,7 +56,7 @@ class Batcher(Generic[T, R]):
         self._split = split
         self._max = max_size
         self._cond = threading.Condition()
-        self._pending: list[_Slot[T, R]] = []
+        self._pending: list[Answer[T, R]] = []
         self._busy = False
         self.sets_sent = 0  # for tests and figures
 
@@ -65,28 +68,45 @@ class Batcher(Generic[T, R]):
 
     def submit(self, item: T) -> R | None:
         """Send ``item`` in the next set; its result (or the set's error)."""
-        slot: _Slot[T, R] = _Slot(item)
-        with self._cond:
-            self._pending.append(slot)
-            while self._busy and not slot.done:
-                self._cond.wait()
-            if not slot.done:  # this caller sends the next set, its own request first
-                self._pending.remove(slot)
-                batch = [slot, *self._pending[: self._max - 1]]
-                del self._pending[: self._max - 1]
+        (answer,) = self.submit_many([item])
+        if answer.error is not None:
+            raise answer.error
+        return answer.value
+
+    def submit_many(self, items: Sequence[T]) -> list[Answer[T, R]]:
+        """Send ``items`` together (with whatever else waits), in as few sets
+        as ``max_size`` allows; each one's answer, in order: its result, or
+        the error of the set (or of the item alone) that carried it."""
+        slots: list[Answer[T, R]] = [Answer(item) for item in items]
+        while True:
+            with self._cond:
+                if not self._busy and not self._pending and len(slots) <= self._max:
+                    batch = slots  # the common case: nothing in flight, nothing queued
+                else:
+                    self._pending.extend(s for s in slots if not s.queued)
+                    for slot in slots:
+                        slot.queued = True
+                    while self._busy and not all(s.done for s in slots):
+                        self._cond.wait()
+                    # This caller sends the next set, its own requests first.
+                    mine = [s for s in slots if not s.done]
+                    if not mine:
+                        return slots
+                    others = [s for s in self._pending if s not in mine]
+                    batch = [*mine, *others][: self._max]
+                    taken = set(map(id, batch))
+                    self._pending = [s for s in self._pending if id(s) not in taken]
                 self._busy = True
-        if not slot.done:
             try:
                 self._run(batch)
             finally:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
-        if slot.error is not None:
-            raise slot.error
-        return slot.value
+            if all(s.done for s in slots):
+                return slots
 
-    def _run(self, batch: list[_Slot[T, R]]) -> None:
+    def _run(self, batch: list[Answer[T, R]]) -> None:
         self.sets_sent += 1
         try:
             values = self._send([s.item for s in batch])
@@ -105,7 +125,7 @@ class Batcher(Generic[T, R]):
 
 
 def _settle(
-    slot: _Slot[T, R], *, value: R | None = None, error: BaseException | None = None
+    slot: Answer[T, R], *, value: R | None = None, error: BaseException | None = None
 ) -> None:
     slot.value, slot.error, slot.done = value, error, True
 

@@ -7,9 +7,11 @@ duplicated message can never carry stale data.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import uuid
+import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,11 +24,15 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tasks_core.celery_wire import envelope
+from tasks_core.linger import LINGER_SECONDS, Linger
 
 log = logging.getLogger(__name__)
 
-# The Celery task name every worker registers; its only argument is the task id.
+# The Celery task names every worker registers: a run of one task (its only
+# argument is the task id), and a run set (its only argument is a list of the
+# ids of tasks of one queue, published together).
 RUN_TASK = "tasks_core.run"
+RUN_SET = "tasks_core.run_set"
 
 # Most queues whose kombu entity a publisher keeps at hand: queue names come
 # from tenants' executorIds, so nothing may be kept for every name ever seen.
@@ -49,9 +55,12 @@ class TaskMessage:
 class Publisher(Protocol):
     """The broker, as the services see it."""
 
-    def publish(self, message: TaskMessage, *, countdown: float | None = None) -> None:
+    def publish(
+        self, message: TaskMessage, *, countdown: float | None = None, coalesce: bool = False
+    ) -> None:
         """Put the message on its queue (to run after ``countdown`` seconds, if
-        given); raise on failure."""
+        given); raise on failure. ``coalesce``: a new task's message, which
+        may wait a moment to go with others of its queue (``tasks_core.linger``)."""
 
     def ping(self) -> bool:
         """Whether the broker answers."""
@@ -68,9 +77,11 @@ class Publisher(Protocol):
 class BatchPublisher(Protocol):
     """A broker that takes many messages in one round trip."""
 
-    def publish_many(self, messages: Sequence[TaskMessage]) -> None:
-        """Put every message on its queue at once; raise when the broker
-        did not take them (then none, or only some, may be on their queues)."""
+    def publish_many(self, messages: Sequence[TaskMessage], *, set_size: int | None = None) -> None:
+        """Put every message on its queue at once, those of one queue named
+        by run-set messages of up to ``set_size`` tasks (else the
+        publisher's own); raise when the broker did not take them (then
+        none, or only some, may be on their queues)."""
 
 
 @dataclass
@@ -80,12 +91,14 @@ class MemoryPublisher:
     messages: list[TaskMessage] = field(default_factory=list)
     fail: bool = False
 
-    def publish(self, message: TaskMessage, *, countdown: float | None = None) -> None:
+    def publish(
+        self, message: TaskMessage, *, countdown: float | None = None, coalesce: bool = False
+    ) -> None:
         if self.fail:
             raise ConnectionError("broker unavailable (MemoryPublisher.fail)")
         self.messages.append(message)
 
-    def publish_many(self, messages: Sequence[TaskMessage]) -> None:
+    def publish_many(self, messages: Sequence[TaskMessage], *, set_size: int | None = None) -> None:
         if self.fail:
             raise ConnectionError("broker unavailable (MemoryPublisher.fail)")
         self.messages.extend(messages)
@@ -101,6 +114,21 @@ class MemoryPublisher:
 
     def forgot(self) -> bool:
         return False
+
+
+def _flush_at_exit(linger: weakref.ref[Linger[TaskMessage]]) -> None:
+    """Messages still held at exit go out (else the sweeper publishes them later)."""
+    held = linger()
+    if held is not None:
+        held.flush()
+
+
+def _by_queue(messages: Sequence[TaskMessage]) -> dict[str, list[TaskMessage]]:
+    """The messages of each queue, in the order given."""
+    groups: dict[str, list[TaskMessage]] = {}
+    for message in messages:
+        groups.setdefault(message.queue, []).append(message)
+    return groups
 
 
 def broker_app(redis_url: str) -> Celery:
@@ -124,8 +152,16 @@ def _queue_entity(name: str) -> Queue:
 class CeleryPublisher:
     """Publishes Celery protocol messages to Redis, readable by any Celery worker."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(
+        self, redis_url: str, *, run_set_max: int = 32, linger_seconds: float = LINGER_SECONDS
+    ) -> None:
         self._app = broker_app(redis_url)
+        self._set_max = run_set_max
+        # Single messages of a queue that is behind go together (tasks_core.linger).
+        self.linger: Linger[TaskMessage] = Linger(
+            self._push_set, set_max=run_set_max, linger=linger_seconds
+        )
+        atexit.register(_flush_at_exit, weakref.ref(self.linger))
         self._queues: OrderedDict[str, Queue] = OrderedDict()
         self._queues_lock = threading.Lock()
         # A plain client for health checks: kombu's connection retries would
@@ -144,19 +180,34 @@ class CeleryPublisher:
         )
         self._reply_to = str(uuid.uuid3(uuid.NAMESPACE_OID, "tasks_core.publisher"))
 
-    def publish(self, message: TaskMessage, *, countdown: float | None = None) -> None:
+    def publish(
+        self, message: TaskMessage, *, countdown: float | None = None, coalesce: bool = False
+    ) -> None:
         if countdown:
             self._send(message, countdown=countdown)
-        else:
-            self._lists.lpush(message.queue, self._envelope(message))
+        elif not (coalesce and self.linger.offer(message.queue, message)):
+            depth = self._lists.lpush(message.queue, self._envelope(message))
+            self.linger.observed(message.queue, int(depth))
 
-    def publish_many(self, messages: Sequence[TaskMessage]) -> None:
+    def publish_many(self, messages: Sequence[TaskMessage], *, set_size: int | None = None) -> None:
         """Every message in one Redis pipeline: one round trip for a whole
-        batch of new tasks."""
+        batch of new tasks. The tasks of one queue go as run sets (one
+        message names up to ``set_size`` of them): a worker claims, runs and
+        records a set's tasks together (``worker.runner.run_set``)."""
+        size = set_size or self._set_max
+        pushed: list[str] = []
         with self._lists.pipeline(transaction=False) as pipe:
-            for message in messages:
-                pipe.lpush(message.queue, self._envelope(message))
-            pipe.execute()
+            for queue, group in _by_queue(messages).items():
+                for start in range(0, len(group), size):
+                    pipe.lpush(queue, self._set_envelope(group[start : start + size]))
+                    pushed.append(queue)
+            depths = pipe.execute()
+        for queue, depth in zip(pushed, depths, strict=True):
+            self.linger.observed(queue, int(depth))
+
+    def _push_set(self, queue: str, messages: Sequence[TaskMessage]) -> int:
+        """Push one message for ``messages`` (of ``queue``); the list's length after."""
+        return int(self._lists.lpush(queue, self._set_envelope(messages)))
 
     def _envelope(self, message: TaskMessage) -> str:
         return envelope(
@@ -164,6 +215,19 @@ class CeleryPublisher:
             [message.task_id],
             queue=message.queue,
             headers={"kind": message.kind, "executor_id": message.executor_id},
+            reply_to=self._reply_to,
+        )
+
+    def _set_envelope(self, messages: Sequence[TaskMessage]) -> str:
+        """One message for tasks of one queue (so of one kind and executorId)."""
+        if len(messages) == 1:
+            return self._envelope(messages[0])
+        first = messages[0]
+        return envelope(
+            RUN_SET,
+            [[m.task_id for m in messages]],
+            queue=first.queue,
+            headers={"kind": first.kind, "executor_id": first.executor_id},
             reply_to=self._reply_to,
         )
 
@@ -217,6 +281,7 @@ class CeleryPublisher:
             return False
 
     def close(self) -> None:
+        self.linger.flush()
         self._probe.close()
         self._lists.close()
         self._app.close()

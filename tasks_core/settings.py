@@ -100,6 +100,26 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(
         default=30.0, gt=0, description="A running task's lease; renewed while its worker lives."
     )
+    run_set_max: int = Field(
+        default=32,
+        ge=1,
+        le=64,
+        description="Most tasks of one queue a message names when they are published "
+        "together (a batch, a Flow's steps); 1: a message per task.",
+    )
+    run_set_window_seconds: float = Field(
+        default=0.02,
+        gt=0,
+        description="A worker claims at once as many tasks of a message as it expects to "
+        "run in this time, and hands the rest of a slow message back to the queue.",
+    )
+    publish_linger_seconds: float = Field(
+        default=0.005,
+        ge=0,
+        le=1,
+        description="A new task's message waits up to this long for others of its queue, "
+        "to go with them as one run set, when the queue is behind; 0: never waits.",
+    )
     heartbeat_seconds: float = Field(
         default=1.0, gt=0, description="How often a worker renews leases and checks for cancels."
     )

@@ -124,7 +124,11 @@ def store_from_settings(settings: Settings) -> Store:
         raise RuntimeError("DATABASE_URL and REDIS_URL must be set (or use `tasks-core dev`)")
     return Store(
         engine=make_engine(settings.database_url, settings),
-        publisher=CeleryPublisher(settings.redis_url),
+        publisher=CeleryPublisher(
+            settings.redis_url,
+            run_set_max=settings.run_set_max,
+            linger_seconds=settings.publish_linger_seconds,
+        ),
         settings=settings,
         relaxed_engine=make_engine(settings.database_url, settings, synchronous_commit=False),
     )

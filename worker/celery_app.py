@@ -22,7 +22,7 @@ from celery import Celery, Task
 from celery.signals import worker_process_init, worker_shutting_down
 
 import worker.builtins  # noqa: F401  (the kinds and actions built into every worker)
-from tasks_core.publisher import RUN_TASK
+from tasks_core.publisher import RUN_SET, RUN_TASK
 from tasks_core.queues import queue_name
 from tasks_core.settings import Settings, get_settings
 from tasks_core.store import Store, store_from_settings
@@ -71,6 +71,7 @@ def create_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
     )
     app.task(name=RUN_TASK, ignore_result=True, bind=True)(_run)
+    app.task(name=RUN_SET, ignore_result=True, bind=True)(_run_set)
     return app
 
 
@@ -94,6 +95,21 @@ def _run(self: Task, task_id: str) -> None:
     # another one now (its executorId was changed after it was published).
     queue = (self.request.delivery_info or {}).get("routing_key")
     run_task(process_store(), task_id, node=self.request.hostname, queue=queue)
+
+
+def _run_set(self: Task, task_ids: list[str]) -> None:
+    from worker.runner import run_set
+
+    request = self.request
+    queue = (request.delivery_info or {}).get("routing_key")
+    # The message's headers name the kind and executorId of its queue, for
+    # the part of a slow set handed back to it.
+    kind = getattr(request, "kind", None)
+    route = (kind, getattr(request, "executor_id", None)) if isinstance(kind, str) else None
+    if not isinstance(task_ids, list):
+        log.error("dropping a run set whose argument is not a list of ids: %r", task_ids)
+        return
+    run_set(process_store(), task_ids, node=request.hostname, queue=queue, route=route)
 
 
 def _in_pool_child(**_: Any) -> None:

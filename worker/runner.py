@@ -1,10 +1,12 @@
-"""Running one task: the whole life of a delivery, top to bottom.
+"""Running the tasks of one message: the whole life of a delivery, top to bottom.
 
 claim (guarded) -> handler, watched by a supervisor -> one fenced write of
 the outcome (or a hand-back for a retry). A Flow instead spawns its steps
-and waits; its outcome is written by the fan-in of its last step. Every way a delivery can go wrong
-(a duplicate, a late message, a cancel, a stale attempt) ends in a guarded
-statement that changes nothing, and is logged.
+and waits; its outcome is written by the fan-in of its last step. A message
+names one task, or a run set of a queue's tasks published together: those
+are claimed, and their outcomes written, in sets. Every way a delivery can
+go wrong (a duplicate, a late message, a cancel, a stale attempt) ends in a
+guarded statement that changes nothing, and is logged.
 """
 
 from __future__ import annotations
@@ -14,22 +16,21 @@ import os
 import socket
 import time
 import uuid
-
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from collections.abc import Sequence
 
 import worker.builtins  # noqa: F401  (the built-in kinds and actions are always there)
 from tasks_core.flow_definitions import FLOW_KIND
-from tasks_core.status import Status
-from tasks_core.storage.errors import DatabaseFailure, classify, reason
+from tasks_core.publisher import BatchPublisher, TaskMessage
 from tasks_core.store import Store
 from tasks_core.task import TaskRecord
-from tasks_core.worker_protocol import retry_task
+from tasks_core.worker_protocol import renew_lease
 from worker import outcome
-from worker.batching import ClaimRequest, OutcomeRequest, batchers_for
+from worker.batching import ClaimRequest, batchers_for
 from worker.context import TaskContext
 from worker.errors import UNKNOWN_KIND, Cancelled, TimedOut
 from worker.flow_kind import run_flow
+from worker.pace import Pace, pace_of
+from worker.recording import Decided, PendingOutcomes, record
 from worker.registry import registry
 from worker.supervisor import Supervisor, hard_stop
 
@@ -48,24 +49,135 @@ def run_task(
     """Run the task a message (from ``queue``, if known) points at; returns
     the task as finished (or handed back for a retry), None when nothing was
     run or the result was fenced off."""
-    try:
-        tid = uuid.UUID(task_id)
-    except (ValueError, TypeError):
-        log.error("dropping a message with an invalid task id %r", task_id)
-        return None
+    written = run_set(store, [task_id], node=node, queue=queue)
+    return written[0] if written else None
+
+
+def run_set(
+    store: Store,
+    task_ids: Sequence[str],
+    *,
+    node: str | None = None,
+    queue: str | None = None,
+    route: tuple[str, str | None] | None = None,
+) -> list[TaskRecord]:
+    """Run the tasks a message names (all of ``queue``, if known), in order;
+    the tasks as written (finished, handed back for a retry, or a Flow
+    started), leaving out those not run here or fenced off.
+
+    They go in parts (``worker.pace``): each part claimed in one statement,
+    run one task after another, and its outcomes written in one statement.
+    When the tasks of the queue take longer than ``RUN_SET_WINDOW_SECONDS``
+    the rest of the set is handed back to the queue in smaller sets (when
+    the message's ``route``, kind and executorId, is known), so that other
+    workers share it."""
+    ids = _task_ids(task_ids)
     name = worker_name(node)
-    # Through the process's batcher: in a thread pool, the claims that wait
-    # together go as one statement.
-    task = batchers_for(store, name).claims.submit(ClaimRequest(tid, queue))
-    if task is None:
-        log.info(
-            "task %s is not waiting to run here now: duplicate or late delivery dropped "
-            "(or a message left on its old queue, or its organization at its running limit)",
-            task_id,
+    window = store.settings.run_set_window_seconds
+    pace = pace_of(queue)
+    written: list[TaskRecord] = []
+    while ids:
+        share = pace.share(window, len(ids))
+        slow = share < len(ids) and pace.seconds is not None
+        if slow and queue and route and _hand_on(store, ids[share:], queue, route, share):
+            ids = ids[:share]
+        part, ids = ids[:share], ids[share:]
+        written += _run_part(store, part, worker=name, queue=queue, pace=pace)
+    return written
+
+
+def _task_ids(task_ids: Sequence[str]) -> list[uuid.UUID]:
+    """The valid ids of a message, each once."""
+    ids: list[uuid.UUID] = []
+    for task_id in task_ids:
+        try:
+            ids.append(uuid.UUID(task_id))
+        except (ValueError, TypeError, AttributeError):
+            log.error("dropping a message's invalid task id %r", task_id)
+    return list(dict.fromkeys(ids))
+
+
+def _hand_on(
+    store: Store,
+    ids: Sequence[uuid.UUID],
+    queue: str,
+    route: tuple[str, str | None],
+    set_size: int,
+) -> bool:
+    """Publish ``ids`` again on their queue, in sets of ``set_size``; False
+    (logged) when the broker did not take them: they are then run here. The
+    message in hand is acknowledged only later, so a crash in between leaves
+    copies, which the claim drops."""
+    publisher = store.publisher
+    if not isinstance(publisher, BatchPublisher):
+        return False
+    kind, executor_id = route
+    messages = [TaskMessage(str(i), queue, kind, executor_id) for i in ids]
+    try:
+        publisher.publish_many(messages, set_size=set_size)
+    except Exception:
+        log.warning(
+            "could not hand %d task(s) back to %s; running them here",
+            len(ids),
+            queue,
+            exc_info=True,
         )
-        return None
-    if task.kind == FLOW_KIND:
-        return run_flow(store, task, worker=name)
+        return False
+    return True
+
+
+def _run_part(
+    store: Store, ids: Sequence[uuid.UUID], *, worker: str, queue: str | None, pace: Pace
+) -> list[TaskRecord]:
+    """Claim ``ids`` in one statement, run those claimed, and write their
+    outcomes together (see ``PendingOutcomes``)."""
+    claims = batchers_for(store, worker).claims
+    answers = claims.submit_many([ClaimRequest(i, queue) for i in ids])
+    claimed_at = time.monotonic()
+    for answer in answers:
+        if answer.error is not None:
+            raise answer.error
+    runs = [a.value for a in answers if a.value is not None]
+    for task_id, answer in zip(ids, answers, strict=True):
+        if answer.value is None:
+            log.info(
+                "task %s is not waiting to run here now: duplicate or late delivery dropped "
+                "(or a message left on its old queue, or its organization at its running limit)",
+                task_id,
+            )
+    pending = PendingOutcomes(store, worker=worker, window=store.settings.run_set_window_seconds)
+    flows: list[TaskRecord] = []
+    for n, task in enumerate(runs):
+        if n and not _still_current(store, task, since=claimed_at):
+            continue
+        started = time.monotonic()
+        if task.kind == FLOW_KIND:
+            flow = run_flow(store, task, worker=worker)
+            flows += [flow] if flow is not None else []
+        else:
+            decision = attend(store, task, worker=worker)
+            if decision is not None:
+                pending.add(Decided(task, decision), more=n + 1 < len(runs))
+        pace.note(time.monotonic() - started)
+    return [*flows, *pending.flush()]
+
+
+def _still_current(store: Store, task: TaskRecord, *, since: float) -> bool:
+    """A run claimed with others that waited past a heartbeat behind them
+    (one ran longer than expected) has its lease renewed before it starts;
+    False: it was cancelled meanwhile, or its lease ran out and another
+    attempt has it."""
+    if time.monotonic() - since < store.settings.heartbeat_seconds:
+        return True
+    if renew_lease(store, task.id, task.attempt):
+        return True
+    log.info("task %s attempt %s waited too long behind others; dropped", task.id, task.attempt)
+    return False
+
+
+def attend(store: Store, task: TaskRecord, *, worker: str) -> outcome.Decision | None:
+    """Run a claimed task's handler, watched by a supervisor; its decision,
+    or None when the run lost its lease (another attempt may have it)."""
     ctx = TaskContext(task, store=store, logger=logging.getLogger(f"tasks.{task.kind}"))
     supervisor = Supervisor(
         store, task, ctx, on_unresponsive=lambda s: _unresponsive(store, task, s)
@@ -83,7 +195,7 @@ def run_task(
         return None
     if ctx.timed_out:
         decision = outcome.timed_out(supervisor.timeout)
-    return record(store, task, decision, worker=name)
+    return decision
 
 
 def execute(
@@ -106,58 +218,6 @@ def execute(
             log.error("task %s: its handler raised", ctx.task.id, exc_info=exc)
         return outcome.from_exception(exc, expose_traceback=expose_tracebacks)
     return outcome.from_result(result, max_bytes=max_output_bytes)
-
-
-def record(
-    store: Store, task: TaskRecord, decision: outcome.Decision, *, worker: str
-) -> TaskRecord | None:
-    """Persist a decision: a retry when allowed, else the terminal outcome.
-
-    What a write's failure means is told by ``classify``. While PostgreSQL
-    is unreachable the write is retried (with backoff, for up to
-    ``OUTCOME_RETRY_SECONDS``) so that a computed outcome is not lost; past
-    that the run is left to the sweeper, which runs it again once its lease
-    expires. The write is fenced, so retrying it is safe. An outcome that
-    PostgreSQL refuses (a value it can not store) would be refused again:
-    the task fails at once with ``output_rejected`` instead.
-    """
-    deadline = time.monotonic() + store.settings.outcome_retry_seconds
-    pause = 0.2
-    refused = False  # the outcome was refused once: the failure written instead must pass
-    while True:
-        try:
-            return _record_once(store, task, decision, worker=worker)
-        except (DBAPIError, PoolTimeout) as exc:
-            failure = classify(exc)
-            if failure is DatabaseFailure.DATA and not refused:
-                log.warning("the outcome of task %s was refused: %s", task.id, exc)
-                decision, refused = outcome.rejected(reason(exc)), True
-                continue
-            if failure is not DatabaseFailure.OUTAGE or time.monotonic() + pause > deadline:
-                log.error("could not record the outcome of task %s; the sweeper will", task.id)
-                raise
-            log.warning("database unavailable; retrying the outcome of task %s", task.id)
-            time.sleep(pause)  # a back-off between tries, not a wait for a condition
-            pause = min(pause * 2, 5.0)
-
-
-def _record_once(
-    store: Store, task: TaskRecord, decision: outcome.Decision, *, worker: str
-) -> TaskRecord | None:
-    settings = store.settings
-    if outcome.should_retry(decision, attempt=task.attempt, max_attempts=task.max_attempts):
-        delay = outcome.retry_delay(
-            task.attempt, base=settings.retry_base_seconds, cap=settings.retry_max_seconds
-        )
-        result = retry_task(store, task, decision.outcome, delay=delay, worker=worker)
-    else:
-        outcomes = batchers_for(store, worker).outcomes
-        result = outcomes.submit(OutcomeRequest(task, decision.outcome))
-    if result is None:
-        log.info("result of task %s attempt %s ignored: run superseded", task.id, task.attempt)
-    elif result.status is not Status.QUEUED:
-        log.info("task %s %s (attempt %s)", task.id, result.status.value, task.attempt)
-    return result
 
 
 def _unresponsive(store: Store, task: TaskRecord, supervisor: Supervisor) -> None:

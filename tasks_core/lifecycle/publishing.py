@@ -10,8 +10,12 @@ A create costs one statement: :func:`create` stores its tasks `queued` at
 once and publishes them right after the commit (all in one broker round
 trip), so `queued` means "committed and handed to the broker". Those the
 broker refuses are moved back to `created` (a second statement, only then).
-A process that dies between the commit and the publish leaves its tasks
-`queued` without a message; the sweeper republishes them after
+The one exception: a single create whose queue is behind may have its
+message held for PUBLISH_LINGER_SECONDS, to go with the next creates of the
+queue as a run set (``tasks_core.linger``); a held message the broker later
+refuses leaves its task `queued`, for the sweeper. A process that dies
+between the commit and the publish (or while it holds messages) leaves its
+tasks `queued` without a message; the sweeper republishes them after
 REPUBLISH_AFTER_SECONDS, as it does any waiting task whose message was lost.
 """
 
@@ -66,7 +70,16 @@ def publish(store: Store, items: Sequence[Publish]) -> Published:
     in one statement."""
     if not items:
         return Published()
-    sent = [item.task for item in items if try_publish(store, item.task, countdown=item.countdown)]
+    # Those to run now in one round trip (run sets, for a Flow's steps);
+    # those to run later (a retry's delay) each with its countdown.
+    now = [item.task for item in items if not item.countdown]
+    refused = unsent(store, now) if now else frozenset()
+    sent = [task for task in now if task.id not in refused]
+    sent += [
+        item.task
+        for item in items
+        if item.countdown and try_publish(store, item.task, countdown=item.countdown)
+    ]
     failed = frozenset(item.task.id for item in items) - {t.id for t in sent}
     created = tuple(t.id for t in sent if t.status is Status.CREATED)
     if not created:
@@ -113,7 +126,7 @@ def publish_created(store: Store, tasks: Sequence[TaskRecord]) -> dict[uuid.UUID
     publisher takes batches); those the broker refused go back to `created`.
     Gives each task as it now is."""
     now = {t.id: t for t in tasks}
-    refused = unsent(store, tasks)
+    refused = unsent(store, tasks, coalesce=True)
     failed = tuple(t.id for t in tasks if t.id in refused)
     if not failed:
         return now
@@ -128,13 +141,17 @@ def publish_created(store: Store, tasks: Sequence[TaskRecord]) -> dict[uuid.UUID
     return {**now, **back.tasks}
 
 
-def unsent(store: Store, tasks: Sequence[TaskRecord]) -> frozenset[uuid.UUID]:
+def unsent(
+    store: Store, tasks: Sequence[TaskRecord], *, coalesce: bool = False
+) -> frozenset[uuid.UUID]:
     """Publish every task's message in one round trip (one by one for a
-    publisher that takes no batches); the ids the broker did not take (logged)."""
+    publisher that takes no batches); the ids the broker did not take (logged).
+    ``coalesce``: new tasks, whose single message may wait a moment for
+    others of its queue (``tasks_core.linger``)."""
     publisher = store.publisher
     if len(tasks) == 1 or not isinstance(publisher, BatchPublisher):
         # One message: a plain publish costs less than kombu's batch and its pipeline.
-        return frozenset(t.id for t in tasks if not try_publish(store, t))
+        return frozenset(t.id for t in tasks if not try_publish(store, t, coalesce=coalesce))
     prefix = store.settings.queue_prefix
     try:
         publisher.publish_many([message_for(task, prefix) for task in tasks])
@@ -156,14 +173,17 @@ def message_for(task: TaskRecord, prefix: str) -> TaskMessage:
     )
 
 
-def try_publish(store: Store, task: TaskRecord, *, countdown: float | None = None) -> bool:
+def try_publish(
+    store: Store, task: TaskRecord, *, countdown: float | None = None, coalesce: bool = False
+) -> bool:
     """Publish a task's message; False (logged) when the broker is unreachable.
 
     A failed publish loses nothing: the task is in PostgreSQL, waiting
     (`created` or `queued`), and the sweeper publishes it again later.
     """
     try:
-        store.publisher.publish(message_for(task, store.settings.queue_prefix), countdown=countdown)
+        message = message_for(task, store.settings.queue_prefix)
+        store.publisher.publish(message, countdown=countdown, coalesce=coalesce)
     except Exception:
         log.warning("publish of task %s failed; the sweeper will retry", task.id, exc_info=True)
         return False

@@ -17,7 +17,7 @@ from tasks_core.recovery import republish_stale
 from tasks_core.store import Store
 from tasks_core.task import TaskSpec
 from tasks_core.usecases.create import create_tasks
-from tests.integration.test_api_queueing import messages_on
+from tests.integration.test_api_queueing import ids_on
 from tests.support.api import OrgClient, error_of
 from tests.support.figures import report
 from tests.support.wait import wait_until
@@ -49,7 +49,7 @@ def test_batch_answers_every_task_in_the_order_sent(acme: OrgClient, redis_url: 
         assert acme.get(f"/v1/tasks/{task['id']}").json()["title"] == task["title"]
     # Every task's message is on its queue, in the order sent.
     broker = redis.Redis.from_url(redis_url)
-    on_queue = [m["decoded"][0][0] for m in messages_on(broker, "tasks.default")]
+    on_queue = ids_on(broker, "tasks.default")
     broker.close()
     assert on_queue == [t["id"] for t in body["tasks"]]
 
@@ -137,7 +137,9 @@ class CountingPublisher(MemoryPublisher):
 
     trips: int = 0
 
-    def publish(self, message: TaskMessage, *, countdown: float | None = None) -> None:
+    def publish(
+        self, message: TaskMessage, *, countdown: float | None = None, coalesce: bool = False
+    ) -> None:
         self.trips += 1
         super().publish(message, countdown=countdown)
 

@@ -986,7 +986,9 @@ def test_regression_rate_limited_status_is_undocumented(fuzz_api: FuzzApi) -> No
 class DownBroker:
     """A publisher whose broker never answers."""
 
-    def publish(self, message: Any, *, countdown: float | None = None) -> None:
+    def publish(
+        self, message: Any, *, countdown: float | None = None, coalesce: bool = False
+    ) -> None:
         raise ConnectionError("broker down")
 
     def ping(self) -> bool:

@@ -51,7 +51,9 @@ class RefusingBroker:
     inner: Publisher
     refused: set[str] = field(default_factory=set)
 
-    def publish(self, message: TaskMessage, *, countdown: float | None = None) -> None:
+    def publish(
+        self, message: TaskMessage, *, countdown: float | None = None, coalesce: bool = False
+    ) -> None:
         if message.task_id in self.refused:
             raise ValueError(f"the broker refused the message of task {message.task_id}")
         self.inner.publish(message, countdown=countdown)

@@ -12,7 +12,7 @@ import fakeredis
 import kombu.transport.redis as kombu_redis
 import pytest
 
-from tasks_core.publisher import RUN_TASK, CeleryPublisher, TaskMessage
+from tasks_core.publisher import RUN_SET, RUN_TASK, CeleryPublisher, TaskMessage
 from tasks_core.queues import queue_name
 from worker.cli import queues_for
 
@@ -39,6 +39,15 @@ def _pop(client: fakeredis.FakeRedis, queue: str) -> dict[str, Any]:
     assert raw is not None, f"nothing on {queue}"
     envelope: dict[str, Any] = json.loads(raw)
     envelope["decoded_body"] = json.loads(base64.b64decode(envelope["body"]))
+    return envelope
+
+
+def _without_fresh(envelope: dict[str, Any]) -> dict[str, Any]:
+    """An envelope without the fields made anew for each message (ids, origin)."""
+    fresh = ("id", "root_id", "origin", "correlation_id", "delivery_tag", "reply_to")
+    for part in (envelope["headers"], envelope["properties"]):
+        for name in fresh:
+            part.pop(name, None)
     return envelope
 
 
@@ -95,24 +104,42 @@ def test_a_message_pushed_directly_is_the_envelope_send_task_writes(
     publisher._send(message, countdown=0)  # through Celery's send_task
     celerys, ours = _pop(fake_redis, "tasks.default"), _pop(fake_redis, "tasks.default")  # LIFO
     assert ours["headers"]["id"] != celerys["headers"]["id"]  # two messages
-    fresh = ("id", "root_id", "origin", "correlation_id", "delivery_tag", "reply_to")
-    for envelope in (ours, celerys):
-        for part in (envelope["headers"], envelope["properties"]):
-            for name in fresh:
-                part.pop(name, None)
-    assert ours == celerys
+    assert _without_fresh(ours) == _without_fresh(celerys)
 
 
-def test_many_messages_go_out_in_one_pipeline_each_on_its_queue(
+def test_many_messages_go_out_in_one_pipeline_each_queue_s_tasks_as_run_sets(
     fake_redis: fakeredis.FakeRedis,
 ) -> None:
-    publisher = CeleryPublisher("redis://127.0.0.1:1/0")
+    publisher = CeleryPublisher("redis://127.0.0.1:1/0", run_set_max=2)
     messages = [
         TaskMessage(task_id=f"t-{i}", queue=queue_name("k", e), kind="k", executor_id=e)
-        for i, e in enumerate([None, "gpu", None])
+        for i, e in enumerate([None, "gpu", None, None])
     ]
     publisher.publish_many(messages)
     # Workers take the oldest first (BRPOP); LPOP here takes the newest.
-    assert _pop(fake_redis, "tasks.k")["decoded_body"][0] == ["t-2"]
-    assert _pop(fake_redis, "tasks.k")["decoded_body"][0] == ["t-0"]
-    assert _pop(fake_redis, "tasks.k@gpu")["decoded_body"][0] == ["t-1"]
+    last, first = _pop(fake_redis, "tasks.k"), _pop(fake_redis, "tasks.k")
+    assert first["headers"]["task"] == RUN_SET and first["decoded_body"][0] == [["t-0", "t-2"]]
+    assert first["headers"]["kind"] == "k" and first["headers"]["executor_id"] is None
+    # The rest of the queue's tasks past RUN_SET_MAX; a set of one is a plain run.
+    assert last["headers"]["task"] == RUN_TASK and last["decoded_body"][0] == ["t-3"]
+    alone = _pop(fake_redis, "tasks.k@gpu")
+    assert alone["headers"]["task"] == RUN_TASK and alone["decoded_body"][0] == ["t-1"]
+    assert alone["headers"]["executor_id"] == "gpu"
+
+
+def test_a_run_set_message_is_the_envelope_send_task_writes(
+    fake_redis: fakeredis.FakeRedis,
+) -> None:
+    publisher = CeleryPublisher("redis://127.0.0.1:1/0")
+    pair = [TaskMessage(f"t-{i}", "tasks.default", "default", None) for i in range(2)]
+    publisher.publish_many(pair)
+    publisher._app.send_task(
+        RUN_SET,
+        args=[["t-0", "t-1"]],
+        queue=publisher._queue("tasks.default"),
+        routing_key="tasks.default",
+        declare=[],
+        headers={"kind": "default", "executor_id": None},
+    )
+    celerys, ours = _pop(fake_redis, "tasks.default"), _pop(fake_redis, "tasks.default")
+    assert _without_fresh(ours) == _without_fresh(celerys)

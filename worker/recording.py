@@ -1,0 +1,176 @@
+"""Writing the decisions of runs: retries handed back, outcomes in sets.
+
+Every write is fenced by the run's attempt, so writing again (after an error
+whose effect is unknown) is safe. What a write's failure means is told by
+``classify``. While PostgreSQL is unreachable the writes are retried (with
+backoff, for up to ``OUTCOME_RETRY_SECONDS``) so that computed outcomes are
+not lost; past that the runs are left to the sweeper, which runs them again
+once their leases expire. An outcome that PostgreSQL refuses (a value it can
+not store) would be refused again: that task fails at once with
+``output_rejected`` instead, and the others of its set are written as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from tasks_core.status import Status
+from tasks_core.storage.errors import DatabaseFailure, classify, reason
+from tasks_core.store import Store
+from tasks_core.task import TaskRecord
+from tasks_core.worker_protocol import retry_task
+from worker import outcome
+from worker.batching import OutcomeRequest, batchers_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """A run and what its handler's run decided."""
+
+    run: TaskRecord
+    decision: outcome.Decision
+    refused: bool = False  # its outcome was refused once: the failure written instead must pass
+
+
+def record(
+    store: Store, task: TaskRecord, decision: outcome.Decision, *, worker: str
+) -> TaskRecord | None:
+    """Persist one decision: the task as written, None when fenced off."""
+    written = record_all(store, [Decided(task, decision)], worker=worker)
+    return written[0] if written else None
+
+
+def record_all(store: Store, decided: Sequence[Decided], *, worker: str) -> list[TaskRecord]:
+    """Persist decisions (a retry when allowed, else the terminal outcome,
+    all of those in one fenced statement); the tasks as written (a fenced-off
+    run is left out). Raises when the database stays unreachable past
+    ``OUTCOME_RETRY_SECONDS``: those not yet written are left to the sweeper."""
+    deadline = time.monotonic() + store.settings.outcome_retry_seconds
+    pause = 0.2
+    written: list[TaskRecord] = []
+    todo = list(decided)
+    while todo:
+        again: list[Decided] = []
+        outage = False
+        for item, (result, error) in zip(todo, _write(store, todo, worker=worker), strict=True):
+            if error is None:
+                _log_written(item.run, result)
+                written += [result] if result is not None else []
+                continue
+            if not isinstance(error, DBAPIError | PoolTimeout):
+                raise error
+            failure = classify(error)
+            if failure is DatabaseFailure.DATA and not item.refused:
+                log.warning("the outcome of task %s was refused: %s", item.run.id, error)
+                again.append(Decided(item.run, outcome.rejected(reason(error)), refused=True))
+            elif failure is DatabaseFailure.OUTAGE and time.monotonic() + pause <= deadline:
+                again.append(item)
+                outage = True
+            else:
+                log.error("could not record the outcome of task %s; the sweeper will", item.run.id)
+                raise error
+        if outage:
+            waiting = ", ".join(str(d.run.id) for d in again)
+            log.warning("database unavailable; retrying the outcome of task %s", waiting)
+            time.sleep(pause)  # a back-off between tries, not a wait for a condition
+            pause = min(pause * 2, 5.0)
+        todo = again
+    return written
+
+
+Written = tuple[TaskRecord | None, BaseException | None]
+
+
+def _write(store: Store, decided: Sequence[Decided], *, worker: str) -> list[Written]:
+    """One try of each write: (the task as written, or the error)."""
+    settings = store.settings
+    answers: dict[int, Written] = {}
+    final: list[tuple[int, Decided]] = []
+    for n, item in enumerate(decided):
+        task, decision = item.run, item.decision
+        if outcome.should_retry(decision, attempt=task.attempt, max_attempts=task.max_attempts):
+            delay = outcome.retry_delay(
+                task.attempt, base=settings.retry_base_seconds, cap=settings.retry_max_seconds
+            )
+            try:
+                answers[n] = (
+                    retry_task(store, task, decision.outcome, delay=delay, worker=worker),
+                    None,
+                )
+            except Exception as exc:  # noqa: BLE001  (judged by the caller, as a set's would be)
+                answers[n] = (None, exc)
+        else:
+            final.append((n, item))
+    if final:
+        outcomes = batchers_for(store, worker).outcomes
+        requests = [OutcomeRequest(item.run, item.decision.outcome) for _, item in final]
+        for (n, _), answer in zip(final, outcomes.submit_many(requests), strict=True):
+            answers[n] = (answer.value, answer.error)
+    return [answers[n] for n in range(len(decided))]
+
+
+def _log_written(run: TaskRecord, result: TaskRecord | None) -> None:
+    if result is None:
+        log.info("result of task %s attempt %s ignored: run superseded", run.id, run.attempt)
+    elif result.status is not Status.QUEUED:
+        log.info("task %s %s (attempt %s)", run.id, result.status.value, run.attempt)
+
+
+class PendingOutcomes:
+    """The decisions of a part of a run set, written together when the part
+    ends, or ``window`` seconds after the first of them if the part is still
+    running then (a handler that takes longer than expected must not hold the
+    outcomes before it: their leases are no longer renewed)."""
+
+    def __init__(self, store: Store, *, worker: str, window: float) -> None:
+        self._store = store
+        self._worker = worker
+        self._window = window
+        self._lock = threading.Lock()
+        self._items: list[Decided] = []
+        self._armed = False  # a late write is set for the items kept
+        self._timers: list[threading.Timer] = []
+        self.written: list[TaskRecord] = []
+
+    def add(self, decided: Decided, *, more: bool) -> None:
+        """Keep a decision; ``more``: other runs of the part follow it."""
+        with self._lock:
+            self._items.append(decided)
+            if more and not self._armed:
+                self._armed = True
+                timer = threading.Timer(self._window, self._flush_late)
+                timer.daemon = True
+                self._timers.append(timer)
+                timer.start()
+
+    def flush(self) -> list[TaskRecord]:
+        """Write what is kept, once every late write under way has ended
+        (the message is acknowledged after all are durable); every task written."""
+        with self._lock:
+            timers, self._timers = self._timers, []
+        for timer in timers:
+            timer.cancel()
+            timer.join()
+        self._write_taken()
+        return self.written
+
+    def _flush_late(self) -> None:
+        try:
+            self._write_taken()
+        except Exception:  # the sweeper recovers what could not be written
+            log.exception("a late write of outcomes failed")
+
+    def _write_taken(self) -> None:
+        with self._lock:
+            items, self._items, self._armed = self._items, [], False
+        if items:
+            self.written += record_all(self._store, items, worker=self._worker)
