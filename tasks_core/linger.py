@@ -22,6 +22,7 @@ publish.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -65,6 +66,7 @@ class Linger(Generic[M]):
         self._cond = threading.Condition()
         self._queues: dict[str, _Queue[M]] = {}
         self._thread: threading.Thread | None = None
+        self._pid = 0  # the process that started the thread (a fork has none running)
         self.held_total = 0  # messages that waited (for tests and figures)
 
     def offer(self, queue: str, message: M) -> bool:
@@ -126,8 +128,9 @@ class Linger(Generic[M]):
         self.observed(queue, depth)
 
     def _start(self) -> None:
-        if self._thread is None:
+        if self._thread is None or self._pid != os.getpid():
             self._thread = threading.Thread(target=self._loop, name="linger", daemon=True)
+            self._pid = os.getpid()
             self._thread.start()
 
     def _loop(self) -> None:
