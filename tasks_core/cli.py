@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.set_defaults(run=_run_worker)
 
     sweeper = sub.add_parser("sweeper", help="run the recovery loop (several may run)")
+    sweeper.add_argument(
+        "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
+    )
     sweeper.set_defaults(run=_run_sweeper)
 
     migrate = sub.add_parser("migrate", help="apply schema migrations to DATABASE_URL")
@@ -115,7 +118,7 @@ def _run_worker(args: argparse.Namespace) -> int:
     return run_worker(args)
 
 
-def _run_sweeper(_: argparse.Namespace) -> int:
+def _run_sweeper(args: argparse.Namespace) -> int:
     import signal
     import threading
 
@@ -123,6 +126,13 @@ def _run_sweeper(_: argparse.Namespace) -> int:
     from tasks_core.store import store_from_settings
 
     _database_url()
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        from tasks_core.metrics import registry
+
+        start_http_server(args.metrics_port, registry=registry())
+        print(f"metrics: http://0.0.0.0:{args.metrics_port}/metrics", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -239,6 +249,10 @@ def _run_orgs_executors(args: argparse.Namespace) -> int:
 
 
 def _run_api(args: argparse.Namespace) -> int:
+    from tasks_core.metrics_processes import share_between_processes
+
+    if args.workers > 1:  # each process counts; a scrape of any one sums them
+        share_between_processes("api")
     from tasks_core.api.serve import serve
 
     _database_url()

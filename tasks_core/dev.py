@@ -60,7 +60,9 @@ def run_dev(*, data_dir: str, host: str, port: int, concurrency: int = 2) -> int
         if concurrency > 0:
             started.callback(_stop, _start_worker(concurrency))
         started.callback(_stop_sweeper, *start_in_thread(store_from_settings(settings)))
-        print(f"API:        http://{host}:{port}  (docs at /docs)", flush=True)
+        print(f"API:        http://{host}:{port}", flush=True)
+        print(f"            docs at http://{host}:{port}/docs", flush=True)
+        print(f"            metrics at http://{host}:{port}/metrics", flush=True)
         _serve(settings, host, port)
     print("stopped", flush=True)
     return 0
@@ -106,9 +108,15 @@ def _stop_sweeper(thread: threading.Thread, stop: threading.Event) -> None:
 
 
 def _start_worker(concurrency: int) -> subprocess.Popen[bytes]:
-    """A worker for every queue of the known kinds, as its own process."""
+    """A worker for every queue of the known kinds, as its own process, with
+    its metrics on a free port."""
+    from tasks_core.devservers import free_port
+
+    metrics = free_port()
     command = [sys.executable, "-m", "tasks_core.cli", "worker", "--concurrency", str(concurrency)]
+    command += ["--metrics-port", str(metrics)]
     print(f"Worker:     {' '.join(command[2:])}", flush=True)
+    print(f"            metrics at http://127.0.0.1:{metrics}/metrics", flush=True)
     return subprocess.Popen(command, env=dict(os.environ))
 
 

@@ -42,6 +42,7 @@ from sqlalchemy import Connection
 from tasks_core.lifecycle.engine import apply, hold_expired_runs, hold_runs, restart_backoffs
 from tasks_core.lifecycle.moves import Expired, QueueTimeout, RecoverLease, Republish
 from tasks_core.lifecycle.publishing import execute, message_for
+from tasks_core.metrics import SWEEPER_ACTIONS
 from tasks_core.queues import queue_name
 from tasks_core.recovery_failures import (
     SWEEPER,
@@ -130,6 +131,8 @@ def sweep_once(store: Store) -> SweepReport:
                 break
             log.warning("sweep: %s failed; the other recoveries go on", name, exc_info=True)
     report = SweepReport(dict(counts))
+    for action, n in counts.items():
+        SWEEPER_ACTIONS.labels(action).inc(n)
     # Deferrals (a queue nobody serves, backing off) are routine, not news.
     if set(counts) - {DEFERRED, FORGOTTEN_KEYS}:
         log.info("sweep: %s", dict(counts))

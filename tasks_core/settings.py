@@ -93,6 +93,26 @@ class Settings(BaseSettings):
     queue_prefix: str = Field(default="tasks", description="First segment of every queue name.")
     log_level: str = Field(default="INFO", description="Log level of the service processes.")
 
+    # Metrics
+    metrics_enabled: bool = Field(
+        default=True, description="Serve GET /metrics on the API (Prometheus text format)."
+    )
+    metrics_token: str | None = Field(
+        default=None,
+        description="When set, GET /metrics needs `Authorization: Bearer <token>`.",
+    )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port on which `tasks-core worker` serves /metrics (or --metrics-port).",
+    )
+    metrics_max_queues: int = Field(
+        default=200,
+        ge=1,
+        description="Most queues the API's queue gauges name (those waiting longest).",
+    )
+
     # Workers
     tasks_imports: str = Field(
         default="", description="Comma-separated modules the worker imports to register handlers."

@@ -19,7 +19,7 @@ import threading
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import worker_process_init, worker_shutting_down
+from celery.signals import worker_process_init, worker_process_shutdown, worker_shutting_down
 
 import worker.builtins  # noqa: F401  (the kinds and actions built into every worker)
 from tasks_core.publisher import RUN_SET, RUN_TASK
@@ -35,6 +35,9 @@ def create_celery(settings: Settings) -> Celery:
     """A Celery app for ``settings``; its one task runs tasks by id."""
     broker_fixes.install()
     worker_process_init.connect(_in_pool_child, weak=False, dispatch_uid="tasks-core-pool-child")
+    worker_process_shutdown.connect(
+        _pool_child_ends, weak=False, dispatch_uid="tasks-core-pool-child-ends"
+    )
     worker_shutting_down.connect(
         _on_shutting_down, weak=False, dispatch_uid="tasks-core-shutting-down"
     )
@@ -114,6 +117,14 @@ def _run_set(self: Task, task_ids: list[str]) -> None:
 
 def _in_pool_child(**_: Any) -> None:
     supervisor.IN_POOL_CHILD = True
+
+
+def _pool_child_ends(**_: Any) -> None:
+    """A pool process ends (replaced, or the worker stops): its runs under
+    way no longer count in ``tasks_running``."""
+    from tasks_core.metrics_processes import process_ended
+
+    process_ended(os.getpid())
 
 
 def _on_shutting_down(sender: str, how: str, **_: Any) -> None:

@@ -37,14 +37,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Celery pool: prefork (CPU-bound handlers), threads (I/O-bound handlers), solo",
     )
     parser.add_argument("--name", default=None, help="Celery node name (default: unique)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on this port (default: WORKER_METRICS_PORT; none)",
+    )
 
 
 def run_worker(args: argparse.Namespace) -> int:
     """Import the application's handlers, then serve the chosen queues until stopped."""
+    settings = get_settings()
+    port = args.metrics_port or settings.worker_metrics_port
+    if port:
+        _serve_metrics(port)
     from worker.celery_app import get_app
 
     app = get_app()
-    settings = get_settings()
     import_modules(settings.tasks_imports)
     # Flow is built into the runner, beside the registered kinds.
     known = sorted({*registry.kinds(), FLOW_KIND})
@@ -55,5 +64,21 @@ def run_worker(args: argparse.Namespace) -> int:
     if args.concurrency:
         argv += ["--concurrency", str(args.concurrency)]
     print(f"serving queues: {', '.join(queues)}", flush=True)
+    if port:
+        print(f"metrics: http://0.0.0.0:{port}/metrics", flush=True)
     app.worker_main(argv)
     return 0
+
+
+def _serve_metrics(port: int) -> None:
+    """/metrics of this worker and its pool's processes, from this process.
+    Set up before anything counts, so that the pool's children count in the
+    files this process reads."""
+    from tasks_core.metrics_processes import share_between_processes
+
+    share_between_processes("worker")
+    from prometheus_client import start_http_server
+
+    from tasks_core.metrics import registry
+
+    start_http_server(port, registry=registry())

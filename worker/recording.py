@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from tasks_core.metrics import TASKS_FINISHED, kind_label
 from tasks_core.status import Status
 from tasks_core.storage.errors import DatabaseFailure, classify, reason
 from tasks_core.store import Store
@@ -121,7 +122,9 @@ def _write(store: Store, decided: Sequence[Decided], *, worker: str) -> list[Wri
 def _log_written(run: TaskRecord, result: TaskRecord | None) -> None:
     if result is None:
         log.info("result of task %s attempt %s ignored: run superseded", run.id, run.attempt)
-    elif result.status is not Status.QUEUED:
+        return
+    TASKS_FINISHED.labels(kind_label(run.kind), result.status.value).inc()
+    if result.status is not Status.QUEUED:
         log.info("task %s %s (attempt %s)", run.id, result.status.value, run.attempt)
 
 

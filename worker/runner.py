@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import worker.builtins  # noqa: F401  (the built-in kinds and actions are always there)
 from tasks_core.flow_definitions import FLOW_KIND
+from tasks_core.metrics import TASK_QUEUE_WAIT, TASK_RUN, TASKS_RUNNING, kind_label
 from tasks_core.publisher import BatchPublisher, TaskMessage
 from tasks_core.store import Store
 from tasks_core.task import TaskRecord
@@ -182,12 +183,17 @@ def attend(store: Store, task: TaskRecord, *, worker: str) -> outcome.Decision |
     supervisor = Supervisor(
         store, task, ctx, on_unresponsive=lambda s: _unresponsive(store, task, s)
     )
-    with supervisor:
+    kind = kind_label(task.kind)
+    if task.attempt == 1 and task.started_at is not None:
+        TASK_QUEUE_WAIT.labels(kind).observe((task.started_at - task.created_at).total_seconds())
+    started = time.perf_counter()
+    with supervisor, TASKS_RUNNING.labels(kind).track_inprogress():
         decision = execute(
             ctx,
             max_output_bytes=store.settings.max_output_bytes,
             expose_tracebacks=store.settings.expose_tracebacks,
         )
+    TASK_RUN.labels(kind).observe(time.perf_counter() - started)
     if supervisor.lease_lost:
         log.warning(
             "task %s attempt %s stopped: lease lost; outcome dropped", task.id, task.attempt

@@ -226,11 +226,13 @@ tasks = Table(
         "republish_at",
         postgresql_where=text("status IN ('created', 'queued') AND republish_at IS NOT NULL"),
     ),
-    # Tasks waiting on one queue: how many messages its Redis list should hold.
+    # Tasks waiting on one queue: how many messages its Redis list should
+    # hold, and how long the oldest has waited (metrics), from the index alone.
     Index(
         "ix_tasks_waiting_kind_executor_id",
         "kind",
         "executor_id",
+        "created_at",
         postgresql_where=text("status IN ('created', 'queued')"),
     ),
     # A step runs as at most one child: spawning twice is impossible.

@@ -16,6 +16,7 @@ from tasks_core.ids import new_id
 from tasks_core.lifecycle.moves import Applied, Create
 from tasks_core.lifecycle.publishing import create
 from tasks_core.lifecycle.shared_creates import create_shared
+from tasks_core.metrics import TASKS_CREATED, kind_label
 from tasks_core.quotas import check_executor, check_timeout
 from tasks_core.records import Caller
 from tasks_core.status import Status, is_terminal
@@ -182,6 +183,8 @@ def _create(
     missing = [new for new in news if new.id not in applied.tasks]
     if missing:
         raise _refused(store, caller, missing[0])
+    for new in news:
+        TASKS_CREATED.labels(kind=kind_label(new.spec.kind)).inc()
     return [now.get(new.id) or applied.tasks[new.id] for new in news], False
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -75,6 +76,20 @@ def test_dev_starts_everything_runs_the_reference_curl_and_stops_on_ctrl_c(
         )
         assert done["status"] == "completed"
         assert done["startedAt"] and done["endedAt"]
+
+        # It says where the docs and the metrics are, and they answer.
+        printed = log_path.read_text()
+        assert f"docs at {base}/docs" in printed
+        urls = re.findall(r"metrics at (http://\S+/metrics)", printed)
+        (api_metrics,) = [u for u in urls if u.startswith(base)]
+        (worker_metrics,) = [u for u in urls if not u.startswith(base)]
+        assert 'tasks_created_total{kind="default"} 1.0' in httpx.get(api_metrics).text
+        finished = 'tasks_finished_total{kind="default",status="completed"} 1.0'
+        wait_until(
+            lambda: finished in httpx.get(worker_metrics).text,
+            timeout=10,
+            message="the worker's metrics do not show the task",
+        )
 
         redis_url = _line_value(log_path.read_text(), "Redis:")
         dev.send_signal(signal.SIGINT)
