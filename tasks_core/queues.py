@@ -27,3 +27,15 @@ def queue_name(kind: str, executor_id: str | None, prefix: str = "tasks") -> str
     if executor_id:
         return f"{prefix}.{kind}@{executor_id}"
     return f"{prefix}.{kind}"
+
+
+def parse_queue(name: str, prefix: str = "tasks") -> tuple[str, str | None] | None:
+    """The kind and executorId a queue name stands for; None for a name that
+    is not one of this prefix's task queues."""
+    head = f"{prefix}."
+    if not name.startswith(head):
+        return None
+    kind, _, executor_id = name[len(head) :].partition("@")
+    if not is_valid_name(kind) or (executor_id and not is_valid_name(executor_id)):
+        return None
+    return kind, executor_id or None

@@ -61,6 +61,7 @@ from tasks_core.storage.tasks import (
     lock_stale,
     waiting_on,
 )
+from tasks_core.storage.workers import forget_silent
 from tasks_core.store import Store, is_unavailable
 from tasks_core.task import TaskRecord
 
@@ -75,6 +76,7 @@ REQUEUED = "requeued"
 LOST = "lost"
 QUEUE_TIMED_OUT = "queue_timeout"
 FORGOTTEN_KEYS = "idempotency_keys_forgotten"
+FORGOTTEN_WORKERS = "workers_forgotten"
 BACKOFFS_RESTARTED = "republish_backoffs_restarted"  # the broker lost its data
 
 
@@ -134,7 +136,7 @@ def sweep_once(store: Store) -> SweepReport:
     for action, n in counts.items():
         SWEEPER_ACTIONS.labels(action).inc(n)
     # Deferrals (a queue nobody serves, backing off) are routine, not news.
-    if set(counts) - {DEFERRED, FORGOTTEN_KEYS}:
+    if set(counts) - {DEFERRED, FORGOTTEN_KEYS, FORGOTTEN_WORKERS}:
         log.info("sweep: %s", dict(counts))
     return report
 
@@ -303,6 +305,12 @@ def fail_queue_timeouts(store: Store) -> Tally:
     return tally
 
 
+def forget_silent_workers(store: Store) -> Tally:
+    """Worker nodes silent for an hour leave the registry."""
+    with store.statement() as conn:
+        return Counter({FORGOTTEN_WORKERS: forget_silent(conn)})
+
+
 def forget_idempotency_keys(store: Store) -> Tally:
     """Idempotency keys past their lifetime."""
     with store.statement() as conn:
@@ -314,6 +322,7 @@ def forget_idempotency_keys(store: Store) -> Tally:
 # runs before them too (a new attempt is published by its move).
 KINDS: tuple[tuple[str, Callable[[Store], Tally]], ...] = (
     ("forget_idempotency_keys", forget_idempotency_keys),
+    ("forget_workers", forget_silent_workers),
     ("queue_timeout", fail_queue_timeouts),
     ("recover_lease", recover_expired_leases),
     ("republish", republish_stale),

@@ -140,6 +140,12 @@ class Settings(BaseSettings):
         description="A new task's message waits up to this long for others of its queue, "
         "to go with them as one run set, when the queue is behind; 0: never waits.",
     )
+    worker_heartbeat_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often a worker node writes its row in the worker registry; "
+        "alive means a heartbeat within three intervals.",
+    )
     heartbeat_seconds: float = Field(
         default=1.0, gt=0, description="How often a worker renews leases and checks for cancels."
     )

@@ -63,6 +63,7 @@ def run_worker(args: argparse.Namespace) -> int:
     argv += ["-n", args.name or f"tasks-{uuid.uuid4().hex[:8]}@%h"]
     if args.concurrency:
         argv += ["--concurrency", str(args.concurrency)]
+    _register_node(queues, kinds=known, concurrency=args.concurrency)
     print(f"serving queues: {', '.join(queues)}", flush=True)
     if port:
         print(f"metrics: http://0.0.0.0:{port}/metrics", flush=True)
@@ -82,3 +83,45 @@ def _serve_metrics(port: int) -> None:
     from tasks_core.metrics import registry
 
     start_http_server(port, registry=registry())
+
+
+def _register_node(queues: list[str], *, kinds: list[str], concurrency: int | None) -> None:
+    """Once the worker is ready, its main process heartbeats to the worker
+    registry (``worker.heartbeat``) until it shuts down."""
+    import os
+    from datetime import UTC, datetime
+    from importlib.metadata import version
+
+    from celery.signals import worker_ready, worker_shutdown
+    from celery.worker import state
+
+    from tasks_core.storage.workers import Heartbeat
+    from worker.celery_app import process_store
+    from worker.heartbeat import Heartbeats
+
+    started: list[Heartbeats] = []
+
+    def ready(sender: object, **_: object) -> None:
+        heartbeat = Heartbeat(
+            name=str(getattr(sender, "hostname", "") or "unknown"),
+            queues=queues,
+            kinds=kinds,
+            actions=sorted(registry.actions),
+            concurrency=concurrency or os.cpu_count() or 1,
+            running=0,
+            version=version("tasks-core"),
+            started_at=datetime.now(UTC),
+        )
+        # Messages in hand (a run set counts once).
+        started.append(
+            Heartbeats(
+                process_store(), heartbeat, running=lambda: len(state.active_requests)
+            ).start()
+        )
+
+    def shutdown(**_: object) -> None:
+        for heartbeats in started:
+            heartbeats.stop()
+
+    worker_ready.connect(ready, weak=False, dispatch_uid="tasks-core-heartbeat")
+    worker_shutdown.connect(shutdown, weak=False, dispatch_uid="tasks-core-heartbeat-stop")

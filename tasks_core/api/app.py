@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from tasks_core.api import metrics, routes_health, routes_states, routes_tasks
+from tasks_core.api import metrics, routes_health, routes_queues, routes_states, routes_tasks
 from tasks_core.api.errors import install_error_handlers
 from tasks_core.api.key_cache import KeyCache
 from tasks_core.api.limits import BodyLimit
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     install_error_handlers(app)
     app.include_router(routes_tasks.router)
     app.include_router(routes_states.router)
+    app.include_router(routes_queues.router)
     app.include_router(routes_health.router)
     app.include_router(metrics.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -3,8 +3,9 @@
 ``/metrics`` is outside ``/v1`` and its API keys: it is for the operator's
 scraper. ``METRICS_ENABLED=false`` turns it off (404); with ``METRICS_TOKEN``
 it needs ``Authorization: Bearer <token>``. The queue gauges are read at
-scrape time: how many tasks wait and for how long from PostgreSQL (one
-statement on an index), each queue's list length from Redis (one pipeline).
+scrape time: how long tasks wait from PostgreSQL (one statement on an
+index), the live workers of each queue from the worker registry, each
+queue's list length from Redis (one pipeline).
 A scrape that can not reach them answers the other metrics without them.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Request
@@ -33,6 +35,7 @@ from tasks_core.metrics import (
 )
 from tasks_core.queues import queue_name
 from tasks_core.storage.queues import waiting_by_queue
+from tasks_core.storage.workers import nodes
 from tasks_core.store import Store
 
 log = logging.getLogger(__name__)
@@ -69,7 +72,9 @@ def _unauthorized() -> JSONResponse:
 
 class QueueGauges(Collector):
     """``tasks_queue_depth`` and ``tasks_queue_oldest_waiting_seconds`` of the
-    queues whose tasks have waited longest (at most METRICS_MAX_QUEUES)."""
+    queues whose tasks have waited longest (at most METRICS_MAX_QUEUES), and
+    ``tasks_workers``: the live nodes of each of those and of every queue a
+    live node serves."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -83,10 +88,14 @@ class QueueGauges(Collector):
             "Age of the oldest task waiting (created or queued) on the queue",
             labels=["queue"],
         )
+        workers = GaugeMetricFamily(
+            "tasks_workers", "Live worker nodes consuming the queue", labels=["queue"]
+        )
         settings = self._store.settings
         try:
             with self._store.statement() as conn:
                 waiting = waiting_by_queue(conn, limit=settings.metrics_max_queues)
+                found = nodes(conn, heartbeat_seconds=settings.worker_heartbeat_seconds)
             names = [queue_name(w.kind, w.executor_id, settings.queue_prefix) for w in waiting]
             lengths = self._store.publisher.depths(names)
         except Exception:  # a scrape still answers the other metrics
@@ -96,8 +105,12 @@ class QueueGauges(Collector):
             label = queue_label(name)
             depth.add_metric([label], lengths.get(name, 0))
             oldest.add_metric([label], w.oldest_seconds)
+        served = Counter(q for node in found if node.alive for q in node.queues)
+        for name in sorted({*names, *served})[: settings.metrics_max_queues]:
+            workers.add_metric([queue_label(name)], served.get(name, 0))
         yield depth
         yield oldest
+        yield workers
 
 
 class RequestMetrics:

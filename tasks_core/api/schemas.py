@@ -361,3 +361,43 @@ def _ts(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class WorkerOut(_Shown):
+    """A worker node, as its last heartbeat told (with the caller's queues only)."""
+
+    name: str
+    queues: list[str]
+    kinds: list[str]
+    concurrency: int
+    running: int = Field(description="Messages the node has in hand (a run set counts once).")
+    started_at: datetime
+    last_heartbeat_at: datetime
+    alive: bool = Field(description="A heartbeat within three WORKER_HEARTBEAT_SECONDS.")
+
+
+class WorkerListOut(BaseModel):
+    """The answer of ``GET /v1/workers``: nodes heard from in the last hour."""
+
+    items: list[WorkerOut]
+
+
+class QueueOut(_Shown):
+    """A queue the caller's tasks use, or that a live worker serves."""
+
+    name: str
+    kind: str
+    executor_id: str | None
+    waiting: int = Field(description="The caller's tasks `created` or `queued` on it.")
+    running: int = Field(description="The caller's tasks `running` from it.")
+    oldest_waiting_seconds: float | None = Field(
+        description="Age of the caller's oldest waiting task on it; null when none waits."
+    )
+    depth: int = Field(description="Messages on the queue's Redis list (every organization's).")
+    workers: int = Field(description="Live worker nodes consuming it.")
+
+
+class QueueListOut(BaseModel):
+    """The answer of ``GET /v1/queues``."""
+
+    items: list[QueueOut]

@@ -301,3 +301,23 @@ class IdempotencyKey(Base):
     created_at: Mapped[datetime] = _now()
 
     __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
+
+
+class WorkerNode(Base):
+    """A worker node (one ``tasks-core worker``), as its last heartbeat told:
+    what it serves, and whether it is alive (a heartbeat within three
+    intervals). One row per node, written once per WORKER_HEARTBEAT_SECONDS."""
+
+    __tablename__ = "worker_nodes"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    queues: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    kinds: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    actions: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    concurrency: Mapped[int] = mapped_column(Integer, nullable=False)
+    running: Mapped[int] = mapped_column(Integer, nullable=False)
+    version: Mapped[str] = mapped_column(Text, nullable=False)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    last_heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+    __table_args__ = (Index("ix_worker_nodes_last_heartbeat_at", "last_heartbeat_at"),)
