@@ -13,11 +13,12 @@ tasks-core orgs executors --org NAME (--allow ID ... | --any | --none)
 from __future__ import annotations
 
 import argparse
-import logging
+import logging.config
 import sys
 import uuid
 from collections.abc import Sequence
 
+from tasks_core.logs import logging_config
 from tasks_core.settings import get_settings
 
 
@@ -25,11 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tasks-core`` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=get_settings().log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    settings = get_settings()
+    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
+    logging.captureWarnings(True)  # warnings too are records (one JSON line each)
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
@@ -256,11 +255,12 @@ def _run_api(args: argparse.Namespace) -> int:
     from tasks_core.api.serve import serve
 
     _database_url()
+    settings = get_settings()
     serve(
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_level=get_settings().log_level.lower(),
+        log_config=logging_config(settings.log_level, settings.log_format),
     )
     return 0
 

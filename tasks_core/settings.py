@@ -8,6 +8,7 @@ lists them; keep the two in step.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -92,6 +93,11 @@ class Settings(BaseSettings):
     )
     queue_prefix: str = Field(default="tasks", description="First segment of every queue name.")
     log_level: str = Field(default="INFO", description="Log level of the service processes.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`text`: a readable line per record; `json`: one JSON object per line, "
+        "with task_id, kind, attempt, worker and organization_id where known.",
+    )
 
     # Metrics
     metrics_enabled: bool = Field(

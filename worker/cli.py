@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import uuid
 
 from tasks_core.flow_definitions import FLOW_KIND
 from tasks_core.queues import queue_name
 from tasks_core.settings import get_settings
 from worker.registry import import_modules, registry
+
+log = logging.getLogger(__name__)
 
 
 def queues_for(
@@ -60,14 +63,18 @@ def run_worker(args: argparse.Namespace) -> int:
     queues = queues_for(args.kind, args.executor, known_kinds=known, prefix=settings.queue_prefix)
     argv = ["worker", "-Q", ",".join(queues), "--pool", args.pool]
     argv += ["--loglevel", settings.log_level.upper()]
+
     argv += ["-n", args.name or f"tasks-{uuid.uuid4().hex[:8]}@%h"]
     if args.concurrency:
         argv += ["--concurrency", str(args.concurrency)]
     _register_node(queues, kinds=known, concurrency=args.concurrency)
-    print(f"serving queues: {', '.join(queues)}", flush=True)
+    log.info("serving queues: %s", ", ".join(queues))
     if port:
-        print(f"metrics: http://0.0.0.0:{port}/metrics", flush=True)
-    app.worker_main(argv)
+        log.info("metrics: http://0.0.0.0:%s/metrics", port)
+    # JSON logs: no banner (Celery's global --quiet), so that every line of
+    # the output is a JSON record.
+    quiet = ["--quiet"] if settings.log_format == "json" else []
+    app.start([*quiet, *argv])
     return 0
 
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import worker.builtins  # noqa: F401  (the built-in kinds and actions are always there)
 from tasks_core.flow_definitions import FLOW_KIND
+from tasks_core.logs import run_context
 from tasks_core.metrics import TASK_QUEUE_WAIT, TASK_RUN, TASKS_RUNNING, kind_label
 from tasks_core.publisher import BatchPublisher, TaskMessage
 from tasks_core.store import Store
@@ -187,7 +188,14 @@ def attend(store: Store, task: TaskRecord, *, worker: str) -> outcome.Decision |
     if task.attempt == 1 and task.started_at is not None:
         TASK_QUEUE_WAIT.labels(kind).observe((task.started_at - task.created_at).total_seconds())
     started = time.perf_counter()
-    with supervisor, TASKS_RUNNING.labels(kind).track_inprogress():
+    context = run_context(
+        task_id=task.id,
+        kind=task.kind,
+        attempt=task.attempt,
+        worker=worker,
+        organization_id=task.organization_id,
+    )
+    with context, supervisor, TASKS_RUNNING.labels(kind).track_inprogress():
         decision = execute(
             ctx,
             max_output_bytes=store.settings.max_output_bytes,

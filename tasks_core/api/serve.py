@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+from typing import Any
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
@@ -34,12 +35,13 @@ class _Config(uvicorn.Config):
         return socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
 
 
-def serve(*, host: str, port: int, workers: int, log_level: str) -> None:
-    """Serve the API on ``host:port`` with ``workers`` processes."""
+def serve(*, host: str, port: int, workers: int, log_config: dict[str, Any]) -> None:
+    """Serve the API on ``host:port`` with ``workers`` processes, each
+    logging as ``log_config`` says (``tasks_core.logs``)."""
     if workers <= 1:
-        uvicorn.run(APP, host=host, port=port, log_level=log_level)
+        uvicorn.run(APP, host=host, port=port, log_config=log_config)
         return
-    config = _Config(APP, host=host, port=port, workers=workers, log_level=log_level)
+    config = _Config(APP, host=host, port=port, workers=workers, log_config=log_config)
     # Ctrl-C stops the supervisor and its processes, quietly (as uvicorn.run does).
     with contextlib.suppress(KeyboardInterrupt):
         Multiprocess(config, sockets=[config.bind_socket()]).run()
