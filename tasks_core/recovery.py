@@ -11,7 +11,9 @@ way is found from there:
   attempt, or fails with ``worker_lost`` once its attempts are spent; a run
   renewed after the sweeper saw it expired is left alone (the lease fence);
 - a task waiting longer than its ``queueTimeoutSeconds`` fails with
-  ``queue_timeout``.
+  ``queue_timeout``;
+- a task waiting longer than ``UNSERVED_TIMEOUT_SECONDS`` on a queue no
+  worker node serves fails with ``unknown_kind`` (``tasks_core.unserved``).
 
 Nothing one task holds can stop the sweeper for the others: each kind of
 recovery runs on its own, and each batch runs as one statement or
@@ -64,6 +66,7 @@ from tasks_core.storage.tasks import (
 from tasks_core.storage.workers import forget_silent
 from tasks_core.store import Store, is_unavailable
 from tasks_core.task import TaskRecord
+from tasks_core.unserved import fail_unserved
 
 log = logging.getLogger(__name__)
 
@@ -317,13 +320,14 @@ def forget_idempotency_keys(store: Store) -> Tally:
         return Counter({FORGOTTEN_KEYS: forget_expired(conn, batch=store.settings.sweep_batch)})
 
 
-# Each runs on its own, whatever the others do. Timeouts come before
-# republishes (a task past its queue timeout is not published again), lost
+# Each runs on its own, whatever the others do. Timeouts (and unserved
+# tasks) come before republishes (a task past its queue timeout is not published again), lost
 # runs before them too (a new attempt is published by its move).
 KINDS: tuple[tuple[str, Callable[[Store], Tally]], ...] = (
     ("forget_idempotency_keys", forget_idempotency_keys),
     ("forget_workers", forget_silent_workers),
     ("queue_timeout", fail_queue_timeouts),
+    ("unserved", fail_unserved),
     ("recover_lease", recover_expired_leases),
     ("republish", republish_stale),
 )

@@ -179,6 +179,13 @@ class Settings(BaseSettings):
         description="Longest wait between two republishes of one task (the backoff doubles "
         "from REPUBLISH_AFTER_SECONDS up to this).",
     )
+    unserved_timeout_seconds: float = Field(
+        default=50.0,
+        ge=0,
+        description="A task waiting this long on a queue that no worker node heard from "
+        "within as long lists fails with unknown_kind (0 = never). Keep it above "
+        "WORKER_HEARTBEAT_SECONDS, and above a pool's cold start where pools scale to zero.",
+    )
     recovery_max_failures: int = Field(
         default=5,
         ge=1,

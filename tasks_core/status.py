@@ -60,6 +60,7 @@ class MoveKind(StrEnum):
     HAND_BACK = "hand_back"  # a stopping worker returns its runs
     RECOVER_LEASE = "recover_lease"  # a run whose worker stopped renewing its lease
     QUEUE_TIMEOUT = "queue_timeout"  # waited longer than queueTimeoutSeconds
+    UNSERVED = "unserved"  # waited on a queue no live worker served for UNSERVED_TIMEOUT_SECONDS
     RECOVERY_FAILED = "recovery_failed"  # the sweeper could not recover it, time after time
     START_FLOW = "start_flow"  # a claimed Flow spawns its steps (or ends, with none)
     END_FLOW = "end_flow"  # a Flow's steps are done, or one failed it
@@ -95,6 +96,7 @@ RULES: dict[MoveKind, Rule] = {
     MoveKind.HAND_BACK: _rule({Status.RUNNING}, {Status.QUEUED}),
     MoveKind.RECOVER_LEASE: _rule({Status.RUNNING}, {Status.QUEUED, Status.FAILED}),
     MoveKind.QUEUE_TIMEOUT: _rule({Status.CREATED, Status.QUEUED}, {Status.FAILED}),
+    MoveKind.UNSERVED: _rule({Status.CREATED, Status.QUEUED}, {Status.FAILED}),
     # What the sweeper recovers: waiting tasks (republish, queue timeout) and lost runs.
     MoveKind.RECOVERY_FAILED: _rule(
         {Status.CREATED, Status.QUEUED, Status.RUNNING}, {Status.FAILED}

@@ -28,6 +28,7 @@ from tasks_core.lifecycle.flow_engine import Ended, ParentFlow
 from tasks_core.lifecycle.moves import (
     QUEUE_TIMEOUT,
     RECOVERY_FAILED,
+    UNKNOWN_KIND,
     WORKER_LOST,
     Applied,
     Attempt,
@@ -49,6 +50,7 @@ from tasks_core.lifecycle.moves import (
     Republish,
     Retry,
     StartFlow,
+    Unserved,
     Update,
 )
 from tasks_core.status import MoveKind, Status, is_terminal, sources_for
@@ -151,6 +153,8 @@ def apply(conn: Connection, move: Move, *, locked: Locked | None = None) -> Appl
             return _recover(conn, move, held)
         case QueueTimeout():
             return _queue_timeout(conn, move, held)
+        case Unserved():
+            return _unserved(conn, move, held)
         case FailRecovery():
             return _fail_recovery(conn, move, held)
         case StartFlow():
@@ -301,6 +305,20 @@ def _queue_timeout(conn: Connection, move: QueueTimeout, held: Locked) -> Applie
         {"code": QUEUE_TIMEOUT, "message": "no worker took the task within its queueTimeoutSeconds"}
     ]
     failed = statements.queue_timeout(conn, move.task_ids, errors, actor=move.actor)
+    return Applied(publish=tuple(_ended(conn, failed, actor=move.actor)), moved=len(failed))
+
+
+def _unserved(conn: Connection, move: Unserved, held: Locked) -> Applied:
+    _lock(conn, held, move.task_ids)
+    errors = [{"code": UNKNOWN_KIND, "message": move.message}]
+    failed = statements.unserved(
+        conn,
+        move.task_ids,
+        errors,
+        queue=move.queue,
+        timeout=move.timeout_seconds,
+        actor=move.actor,
+    )
     return Applied(publish=tuple(_ended(conn, failed, actor=move.actor)), moved=len(failed))
 
 

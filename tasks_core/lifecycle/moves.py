@@ -50,6 +50,7 @@ class Outcome:
 # Codes of the failures the service itself records.
 WORKER_LOST = "worker_lost"
 QUEUE_TIMEOUT = "queue_timeout"
+UNKNOWN_KIND = "unknown_kind"  # no live worker served the task's queue
 STEP_FAILED = "step_failed"
 TOO_LARGE = "too_large"  # a step's resolved input, or a Flow's output, over its limit
 RECOVERY_FAILED = "recovery_failed"
@@ -219,6 +220,21 @@ class QueueTimeout:
 
 
 @dataclass(frozen=True, slots=True)
+class Unserved:
+    """Tasks waiting on ``queue`` fail ``unknown_kind``: they waited longer than
+    ``timeout_seconds``, and no worker node that heartbeat within that long
+    lists the queue (both checked again in the move's statement, so a worker
+    that came up meanwhile keeps its tasks)."""
+
+    queue: str
+    task_ids: tuple[uuid.UUID, ...]
+    timeout_seconds: float
+    message: str
+    actor: str
+    kind = MoveKind.UNSERVED
+
+
+@dataclass(frozen=True, slots=True)
 class Unrecoverable:
     """A task whose recovery (``action``) kept failing, its lease as the sweeper
     saw it (None for a waiting task), and the last error."""
@@ -331,6 +347,7 @@ Move = (
     | HandBack
     | RecoverLease
     | QueueTimeout
+    | Unserved
     | FailRecovery
     | StartFlow
     | EndFlow

@@ -300,6 +300,24 @@ _QUEUE_TIMEOUT = statement(
     "errors",
 )
 
+# Fenced on what made the sweeper pick them: still waiting past the timeout,
+# and no node heard from within it lists the queue.
+_UNSERVED = statement(
+    move(
+        MoveKind.UNSERVED,
+        status="'failed'",
+        keys=IDS,
+        where="t.created_at < now() - make_interval(secs => :timeout)"
+        " AND NOT EXISTS (SELECT 1 FROM worker_nodes w WHERE :queue = ANY(w.queues)"
+        " AND w.last_heartbeat_at > now() - make_interval(secs => :timeout))",
+        sets=", errors = :errors",
+        detail="""'{"reason": "unknown_kind"}'::jsonb""",
+        returning="t.id, t.parent_id, t.flow_step_id, t.status, t.errors",
+    ),
+    "ids",
+    "errors",
+)
+
 
 def _named_tasks(relation: str) -> str:
     """The tasks of the ids in ``relation``, by key; a condition on them is
@@ -744,6 +762,20 @@ def queue_timeout(
     """Waiting tasks past their queueTimeoutSeconds -> `failed` (slim rows)."""
     values = {"ids": as_ids(ids), "errors": errors, "actor": actor}
     return list(conn.execute(_QUEUE_TIMEOUT, values))
+
+
+def unserved(
+    conn: Connection,
+    ids: Sequence[uuid.UUID],
+    errors: list[dict[str, str]],
+    *,
+    queue: str,
+    timeout: float,
+    actor: str,
+) -> list[Row[Any]]:
+    """Waiting tasks of a queue no live worker served for ``timeout`` -> `failed` (slim rows)."""
+    values = {"ids": as_ids(ids), "errors": errors, "queue": queue, "timeout": timeout}
+    return list(conn.execute(_UNSERVED, {**values, "actor": actor}))
 
 
 def cancel(

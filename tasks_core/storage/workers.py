@@ -55,6 +55,11 @@ _NODES = text(
     "FROM worker_nodes WHERE last_heartbeat_at > now() - interval '1 hour' ORDER BY name"
 )
 
+_HEARD = text(
+    "SELECT DISTINCT unnest(queues) AS queue FROM worker_nodes "
+    "WHERE last_heartbeat_at > now() - make_interval(secs => :within)"
+)
+
 _FORGET = text("DELETE FROM worker_nodes WHERE last_heartbeat_at <= now() - interval '1 hour'")
 
 
@@ -93,6 +98,11 @@ def nodes(conn: Connection, *, heartbeat_seconds: float) -> list[Node]:
         )
         for r in rows
     ]
+
+
+def queues_heard_within(conn: Connection, seconds: float) -> set[str]:
+    """The queues that some node heard from in the last ``seconds`` consumes."""
+    return {r.queue for r in conn.execute(_HEARD, {"within": seconds})}
 
 
 def forget_silent(conn: Connection) -> int:

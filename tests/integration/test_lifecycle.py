@@ -43,6 +43,7 @@ from tasks_core.lifecycle.moves import (
     Retry,
     StartFlow,
     Unrecoverable,
+    Unserved,
     Update,
 )
 from tasks_core.records import Caller
@@ -142,6 +143,7 @@ TARGETS = {
     MoveKind.HAND_BACK: Status.QUEUED,
     MoveKind.RECOVER_LEASE: Status.QUEUED,
     MoveKind.QUEUE_TIMEOUT: Status.FAILED,
+    MoveKind.UNSERVED: Status.FAILED,
     MoveKind.RECOVERY_FAILED: Status.FAILED,
     MoveKind.START_FLOW: Status.WAITING,
     MoveKind.END_FLOW: Status.COMPLETED,
@@ -169,6 +171,7 @@ def move_of(kind: MoveKind, caller: Caller, tasks: Sequence[TaskRecord]) -> Move
             tuple(Expired(Attempt.of(t), 3, t.lease_expires_at) for t in tasks), actor=ACTOR
         ),
         MoveKind.QUEUE_TIMEOUT: lambda: QueueTimeout(ids, actor=ACTOR),
+        MoveKind.UNSERVED: lambda: Unserved("tasks.Flow", ids, 60, "nobody", actor=ACTOR),
         MoveKind.RECOVERY_FAILED: lambda: FailRecovery(
             tuple(Unrecoverable(t.id, t.lease_expires_at, "republish", "x") for t in tasks),
             max_failures=0,
@@ -319,6 +322,11 @@ def _queue_timeout(conn: Connection, caller: Caller, n: int) -> tuple[list[TaskR
     return tasks, QueueTimeout(tuple(t.id for t in tasks), actor=ACTOR)
 
 
+def _unserved(conn: Connection, caller: Caller, n: int) -> tuple[list[TaskRecord], Move]:
+    tasks, _ = _queue_timeout(conn, caller, n)
+    return tasks, Unserved("tasks.default", tuple(t.id for t in tasks), 60, "x", actor=ACTOR)
+
+
 def _end_flow(conn: Connection, caller: Caller, n: int) -> tuple[list[TaskRecord], Move]:
     flows = started_flows(conn, caller, n, [one_step()])
     ends = tuple(
@@ -379,6 +387,7 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "recover lease, worker lost": _lost,
     "queue timeout": _queue_timeout,
+    "unserved": _unserved,
     "start flow": _start_flow,
     "end flow (cancels its open steps)": _end_flow,
     "cancel a subtree": _cancel,

@@ -5,7 +5,6 @@ tests/e2e/test_worker_registry.py)."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,34 +13,9 @@ from sqlalchemy import text
 from tasks_core.queues import queue_name
 from tasks_core.recovery import sweep_once
 from tasks_core.storage.keys import set_allowed_executors
-from tasks_core.storage.workers import Heartbeat, beat
 from tasks_core.store import Store
 from tests.support.api import OrgClient
-
-
-def _node(store: Store, name: str, queues: list[str], *, silent_for: float = 0) -> None:
-    with store.statement() as conn:
-        beat(
-            conn,
-            Heartbeat(
-                name=name,
-                queues=queues,
-                kinds=["default"],
-                actions=["builtin/echo"],
-                concurrency=4,
-                running=1,
-                version="test",
-                started_at=datetime.now(UTC),
-            ),
-        )
-        if silent_for:
-            conn.execute(
-                text(
-                    "UPDATE worker_nodes SET last_heartbeat_at = now() - make_interval(secs => :s) "
-                    "WHERE name = :n"
-                ),
-                {"s": silent_for, "n": name},
-            )
+from tests.support.registry import beat_node
 
 
 def _items(client: OrgClient, path: str) -> list[dict[str, Any]]:
@@ -56,9 +30,9 @@ def test_workers_are_alive_while_they_heartbeat_and_dropped_after_an_hour(
 ) -> None:
     interval = store.settings.worker_heartbeat_seconds
     queue = queue_name("default", None, store.settings.queue_prefix)
-    _node(store, "fresh@host", [queue])
-    _node(store, "late@host", [queue], silent_for=3 * interval + 1)  # missed three beats
-    _node(store, "gone@host", [queue], silent_for=3601)
+    beat_node(store, "fresh@host", [queue])
+    beat_node(store, "late@host", [queue], silent_for=3 * interval + 1)  # missed three beats
+    beat_node(store, "gone@host", [queue], silent_for=3601)
     workers = {w["name"]: w for w in _items(acme, "/v1/workers")}
     assert set(workers) == {"fresh@host", "late@host"}
     fresh = workers["fresh@host"]
@@ -81,9 +55,9 @@ def test_a_worker_of_an_executor_the_caller_may_not_use_is_not_shown(
     prefix = store.settings.queue_prefix
     with store.transaction() as conn:
         set_allowed_executors(conn, "acme", ["gpu"])
-    _node(store, "gpu@host", [queue_name("Train", "gpu", prefix)])
-    _node(store, "secret@host", [queue_name("Train", "rival", prefix)])
-    _node(
+    beat_node(store, "gpu@host", [queue_name("Train", "gpu", prefix)])
+    beat_node(store, "secret@host", [queue_name("Train", "rival", prefix)])
+    beat_node(
         store, "both@host", [queue_name("Train", "gpu", prefix), queue_name("X", "rival", prefix)]
     )
     workers = {w["name"]: w["queues"] for w in _items(acme, "/v1/workers")}
@@ -100,8 +74,8 @@ def test_queues_show_waiting_running_depth_and_workers(acme: OrgClient, store: S
     for pool, n in ((served, 2), (unserved, 3)):
         for _ in range(n):
             acme.create(kind="default", executorId=pool)
-    _node(store, "served@host", [queue_name("default", served, prefix)])
-    _node(store, "idle@host", [queue_name("Idle", None, prefix)])
+    beat_node(store, "served@host", [queue_name("default", served, prefix)])
+    beat_node(store, "idle@host", [queue_name("Idle", None, prefix)])
     queues = {q["name"]: q for q in _items(acme, "/v1/queues")}
     without = queues[queue_name("default", unserved, prefix)]
     assert (without["waiting"], without["running"], without["depth"], without["workers"]) == (

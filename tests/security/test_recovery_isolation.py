@@ -68,9 +68,10 @@ class RefusingBroker:
 @pytest.fixture
 def sweeper_settings(settings: Settings) -> Settings:
     # Recovery within a fraction of a second, so that passes follow each other.
-    return settings.model_copy(
-        update={"republish_after_seconds": 0.05, "lease_seconds": 0.05, "recovery_max_failures": 5}
-    )
+    # No worker node serves these queues: the tasks are to be republished, not
+    # failed unknown_kind (tests/integration/test_unserved.py).
+    fast = {"republish_after_seconds": 0.05, "lease_seconds": 0.05, "recovery_max_failures": 5}
+    return settings.model_copy(update={**fast, "unserved_timeout_seconds": 0})
 
 
 @pytest.fixture
