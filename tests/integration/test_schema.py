@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import uuid
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
-from tasks_core.migrate import current_revision
+from tasks_core.devservers import EmbeddedPostgres
+from tasks_core.migrate import alembic_config, current_revision
 from tasks_core.storage.tables import Base
+from tests.support.databases import create_database, drop_database
 
 
 def test_migrated_schema_equals_the_orm_metadata(engine: Engine) -> None:
@@ -16,6 +24,25 @@ def test_migrated_schema_equals_the_orm_metadata(engine: Engine) -> None:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         differences = compare_metadata(context, Base.metadata)
     assert differences == []
+
+
+def test_migrations_started_at_once_run_one_after_another(pg_server: EmbeddedPostgres) -> None:
+    """Several ``tasks-core migrate`` processes at once on an empty database
+    (replicas of a Job, init containers): one migrates, the others wait for
+    it and find the schema at head."""
+    name = f"migrate_{uuid.uuid4().hex[:8]}"
+    create_database(pg_server.url, name)
+    url = pg_server.url_for(name)
+    env = {**os.environ, "DATABASE_URL": url}
+    command = [sys.executable, "-m", "tasks_core.cli", "migrate"]
+    try:
+        runs = [subprocess.Popen(command, env=env, stderr=subprocess.PIPE) for _ in range(4)]
+        failed = [run.stderr.read().decode()[-500:] for run in runs if run.wait(60) != 0]  # type: ignore[union-attr]
+        assert failed == []  # none tripped over the tables another was creating
+        head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+        assert current_revision(url) == head
+    finally:
+        drop_database(pg_server.url, name)
 
 
 def test_every_table_is_created_by_migrations(engine: Engine, database_url: str) -> None:
