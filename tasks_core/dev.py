@@ -135,7 +135,8 @@ def _serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     from tasks_core.api.app import create_app
+    from tasks_core.api.serve import FAST
     from tasks_core.logs import logging_config
 
     log_config = logging_config(settings.log_level, settings.log_format)
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=log_config)
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=log_config, **FAST)
