@@ -93,10 +93,10 @@ class Service:
 
 
 class ApiServer(Service):
-    """``tasks-core api`` (uvicorn) on a free port."""
+    """``tasks-core api`` (uvicorn) on ``port``, or a free one."""
 
-    def __init__(self, env: dict[str, str], workers: int = 1) -> None:
-        self.port = free_port()
+    def __init__(self, env: dict[str, str], workers: int = 1, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [PYTHON, "-m", "tasks_core.cli", "api", "--port", str(self.port)]
         super().__init__([*command, "--workers", str(workers)], env)
