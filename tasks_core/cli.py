@@ -8,6 +8,7 @@ tasks-core migrate                  apply the schema migrations
 tasks-core keys create --org NAME   a new API key (printed last) [--expires-in-days N]
 tasks-core keys revoke ID
 tasks-core orgs executors --org NAME (--allow ID ... | --any | --none)
+tasks-core tasks create|get|list|watch|cancel|events   the API from a terminal
 """
 
 from __future__ import annotations
@@ -100,6 +101,10 @@ def _parser() -> argparse.ArgumentParser:
     choice.add_argument("--any", action="store_true", help="any executorId (no list)")
     choice.add_argument("--none", action="store_true", help="no executorId: only the shared pools")
     executors.set_defaults(run=_run_orgs_executors)
+
+    from tasks_core.tasks_cli import add_tasks_commands
+
+    add_tasks_commands(sub)
     return parser
 
 
