@@ -7,12 +7,21 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from tasks_core.api import metrics, routes_health, routes_queues, routes_states, routes_tasks
+from tasks_core.api import (
+    metrics,
+    routes_actions,
+    routes_health,
+    routes_queues,
+    routes_states,
+    routes_tasks,
+)
 from tasks_core.api.errors import install_error_handlers
 from tasks_core.api.key_cache import KeyCache
 from tasks_core.api.limits import BodyLimit
 from tasks_core.settings import Settings, get_settings
+from tasks_core.storage.task_ends import EndListener
 from tasks_core.store import Store, store_from_settings
+from tasks_core.usecases.wait import SharedReads
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
@@ -26,6 +35,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         try:
             yield
         finally:
+            await app.state.end_listener.close()
             if owned:
                 app.state.store.dispose()
 
@@ -38,8 +48,11 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     if store is not None:
         app.state.store = store
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
+    app.state.end_listener = EndListener(settings.database_url)
+    app.state.shared_reads = SharedReads()
     install_error_handlers(app)
     app.include_router(routes_tasks.router)
+    app.include_router(routes_actions.router)
     app.include_router(routes_states.router)
     app.include_router(routes_queues.router)
     app.include_router(routes_health.router)

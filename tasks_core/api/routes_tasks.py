@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Path, Query
+from fastapi import APIRouter, Body, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from tasks_core.api.auth import CallerDep, StoreDep
@@ -27,8 +28,9 @@ from tasks_core.status import Status
 from tasks_core.storage.idempotency import request_digest
 from tasks_core.usecases.cancel import cancel_task
 from tasks_core.usecases.create import Idempotency, create_task_once, create_tasks_once
-from tasks_core.usecases.read import get_task_tree, list_page, task_events
+from tasks_core.usecases.read import TaskTree, get_task_tree, list_page, task_events
 from tasks_core.usecases.update import update_task
+from tasks_core.usecases.wait import WAIT_SECONDS_MAX, read_when_ended
 
 TaskIdPath = Annotated[str, Path(alias="taskId", description="The task's id.")]
 
@@ -49,7 +51,8 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _idempotency(key: str | None, body: TaskCreate | TaskBatchCreate) -> Idempotency | None:
+def idempotency_of(key: str | None, body: BaseModel) -> Idempotency | None:
+    """The ``Idempotency-Key`` of a create, bound to the digest of its body."""
     if key is None:
         return None
     digest = request_digest(body.model_dump(mode="json", exclude_unset=True))
@@ -71,7 +74,7 @@ def create(
     """Create a task. A task created with status `created` (the default) is
     published on its queue and answered as `queued`; any other status makes a
     record of work done elsewhere, never published."""
-    idempotency = _idempotency(idempotency_key, body)
+    idempotency = idempotency_of(idempotency_key, body)
     task, replayed = create_task_once(store, caller, body.to_spec(), idempotency=idempotency)
     return JSONResponse(task_out(task), status_code=201, headers=_replayed(replayed))
 
@@ -88,7 +91,7 @@ def create_batch(
     nothing: one bad task is a 422 naming it (`tasks[3].kind ...`) and none is
     stored. One transaction and one broker round trip for the whole batch; an
     `Idempotency-Key` covers the whole batch."""
-    idempotency = _idempotency(idempotency_key, body)
+    idempotency = idempotency_of(idempotency_key, body)
     specs = [task.to_spec() for task in body.tasks]
     tasks, replayed = create_tasks_once(store, caller, specs, idempotency=idempotency)
     return JSONResponse(
@@ -104,20 +107,40 @@ def batch_other_methods() -> None:
 
 
 @router.get("/{taskId}", response_model=TaskTreeOut, summary="Get task")
-def get(
+async def get(
     *,
+    request: Request,
     task_id: TaskIdPath,
     caller: CallerDep,
     store: StoreDep,
     depth: Annotated[
         int, Query(ge=0, description="Levels of children to nest (max DEPTH_MAX).")
     ] = 1,
+    wait_seconds: Annotated[
+        float | None,
+        Query(
+            alias="waitSeconds",
+            ge=0,
+            le=WAIT_SECONDS_MAX,
+            description="Answer as soon as the task has ended, or after this many seconds "
+            f"(at most {WAIT_SECONDS_MAX:g}) with the task as it is then.",
+        ),
+    ] = None,
 ) -> JSONResponse:
     """A task with `depth` levels of children nested (oldest first), at most
-    TREE_NODES_MAX in all; `"truncated": true` says some were left out."""
+    TREE_NODES_MAX in all; `"truncated": true` says some were left out. With
+    `waitSeconds`, a long poll: the answer comes when the task ends."""
     if depth > store.settings.depth_max:
         raise ValidationFailed(f"depth must be at most {store.settings.depth_max}")
-    tree = get_task_tree(store, caller, task_id, depth=depth)
+    state = request.app.state
+
+    def read() -> TaskTree:
+        return get_task_tree(store, caller, task_id, depth=depth)
+
+    reader = (caller.organization_id, depth)
+    tree = await read_when_ended(
+        state.end_listener, state.shared_reads, task_id, read, wait_seconds, reader=reader
+    )
     body = task_out(tree.task)
     if tree.truncated:
         body["truncated"] = True

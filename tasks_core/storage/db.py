@@ -28,6 +28,11 @@ def sqlalchemy_url(database_url: str) -> str:
     )
 
 
+def libpq_url(database_url: str) -> str:
+    """``DATABASE_URL`` as psycopg connects to it directly (no driver name)."""
+    return "postgresql://" + sqlalchemy_url(database_url)[len("postgresql+psycopg://") :]
+
+
 @dataclass(frozen=True, slots=True)
 class SizeLimits:
     """``MAX_INPUT_BYTES`` and ``MAX_OUTPUT_BYTES``, for values the service

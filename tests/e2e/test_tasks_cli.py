@@ -77,7 +77,7 @@ def test_watch_a_completing_flow_exits_0_with_its_steps_done(
     dev_folder: Path, api: ApiServer
 ) -> None:
     steps = flow(
-        {"id": "a", "kind": "CallAction", "targetId": "builtin/sleep", "input": {"seconds": 0.3}},
+        {"id": "a", "kind": "CallAction", "targetId": "builtin/sleep", "input": {"seconds": 2}},
         {"id": "b", "kind": "CallAction", "targetId": "builtin/echo", "after": ["a"]},
     )
     made = tasks(dev_folder, api, "create", "--kind", "Flow", "--params", steps)

@@ -4,6 +4,7 @@ once or twice per task."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from types import SimpleNamespace
 from typing import Any
@@ -27,14 +28,18 @@ def test_short_runs_started_together_share_the_wakes_of_the_watch() -> None:
     watcher = _watcher()
     wait_until(lambda: not watcher._heap, timeout=10, message="the watch is busy")
     before = watcher.wakes
+    started = time.monotonic()
     for _ in range(RUNS):
         with _run():  # a short task: started and ended at once
             pass
+    spread = time.monotonic() - started
     # Every run's first wake (a heartbeat on) has come and gone.
     wait_until(lambda: not watcher._heap, timeout=10, message="wakes still due")
     woke = watcher.wakes - before
-    # The runs' wakes fall in a few WAKE_GRAIN windows; ended runs are not ticked.
-    assert woke <= 1 + 0.5 / WAKE_GRAIN, woke
+    # The runs' wakes fall in the WAKE_GRAIN windows their starts spread over
+    # (more on a loaded machine, never one a run); ended runs are not ticked.
+    assert woke <= 2 + max(spread, 0.5) / WAKE_GRAIN, (woke, spread)
+    assert woke < RUNS / 4, woke
 
 
 def test_a_run_still_going_is_woken_each_heartbeat() -> None:
