@@ -63,6 +63,8 @@ def run_dev(*, data_dir: str, host: str, port: int, concurrency: int = 2) -> int
         print(f"API:        http://{host}:{port}", flush=True)
         print(f"            docs at http://{host}:{port}/docs", flush=True)
         print(f"            metrics at http://{host}:{port}/metrics", flush=True)
+        print(f"            queues at http://{host}:{port}/v1/queues (with the key)", flush=True)
+        print(f"Dashboard:  http://{host}:{port}/ui/#key={key}", flush=True)
         _serve(settings, host, port)
     print("stopped", flush=True)
     return 0

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from tasks_core.api import (
     metrics,
@@ -22,6 +24,8 @@ from tasks_core.settings import Settings, get_settings
 from tasks_core.storage.task_ends import EndListener
 from tasks_core.store import Store, store_from_settings
 from tasks_core.usecases.wait import SharedReads
+
+UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
@@ -57,6 +61,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(routes_queues.router)
     app.include_router(routes_health.router)
     app.include_router(metrics.router)
+    # The dashboard: static files on the public API, no key needed to load them.
+    app.mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(metrics.RequestMetrics)  # outermost: every answer counts
     return app

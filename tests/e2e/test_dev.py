@@ -90,6 +90,13 @@ def test_dev_starts_everything_runs_the_reference_curl_and_stops_on_ctrl_c(
             timeout=10,
             message="the worker's metrics do not show the task",
         )
+        # The queues view, and the dashboard's link with the dev key in it.
+        assert f"queues at {base}/v1/queues" in printed
+        queues = _curl("GET", f"{base}/v1/queues", key)
+        assert "tasks.default" in [q["name"] for q in queues["items"]]
+        dashboard = _line_value(printed, "Dashboard:")
+        assert dashboard == f"{base}/ui/#key={key}"
+        assert "app.js" in httpx.get(dashboard.split("#")[0]).text
 
         redis_url = _line_value(log_path.read_text(), "Redis:")
         dev.send_signal(signal.SIGINT)
