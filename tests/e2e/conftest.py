@@ -20,6 +20,7 @@ from tasks_core.publisher import CeleryPublisher
 from tasks_core.settings import Settings
 from tasks_core.storage.db import make_engine
 from tasks_core.store import Store
+from tests.bench.processes import ApiServer
 from tests.support.api import OrgClient, issue_key
 from tests.support.databases import create_database, drop_database
 from tests.support.workers import WorkerProcess
@@ -68,6 +69,20 @@ def start_worker(e2e_settings: Settings) -> Iterator[Callable[..., WorkerProcess
 def worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
     """The module's worker, serving every known kind without executor."""
     return start_worker("--concurrency", "2")
+
+
+@pytest.fixture(scope="module")
+def api(e2e_settings: Settings, worker: WorkerProcess) -> Iterator[ApiServer]:
+    """A real ``tasks-core api`` process on this module's database, its worker running."""
+    server = ApiServer(worker_env(e2e_settings)).start_serving()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="module")
+def key(e2e_engine: Engine) -> str:
+    """An API key of an organization of this module's own."""
+    return issue_key(e2e_engine, f"org-{uuid.uuid4().hex[:8]}")[0]
 
 
 @pytest.fixture(scope="module")

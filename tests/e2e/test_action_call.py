@@ -10,30 +10,19 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine
 
-from tasks_core.settings import Settings
 from tests.bench.processes import ApiServer
-from tests.e2e.conftest import worker_env
-from tests.support.api import error_of, issue_key
+from tests.support.api import error_of
 from tests.support.wait import wait_until
-from tests.support.workers import WorkerProcess
 
 CALL = "/v1/apps/actions/call"
 
 
 @pytest.fixture(scope="module")
-def http(
-    e2e_settings: Settings, worker: WorkerProcess, e2e_engine: Engine
-) -> Iterator[httpx.Client]:
-    server = ApiServer(worker_env(e2e_settings)).start_serving()
-    key = issue_key(e2e_engine, f"call-{uuid.uuid4().hex[:8]}")[0]
+def http(api: ApiServer, key: str) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {key}"}
-    try:
-        with httpx.Client(base_url=server.url, headers=headers, timeout=90) as client:
-            yield client
-    finally:
-        server.kill()
+    with httpx.Client(base_url=api.url, headers=headers, timeout=90) as client:
+        yield client
 
 
 def call(http: httpx.Client, status: int, **body: Any) -> dict[str, Any]:

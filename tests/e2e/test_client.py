@@ -16,29 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine
 
 from tasks_core.client import AsyncTasksClient, TasksClient, TasksError
 from tasks_core.settings import Settings
 from tests.bench.processes import ApiServer
 from tests.e2e.conftest import worker_env
-from tests.support.api import issue_key
 from tests.support.wait import wait_until
-from tests.support.workers import WorkerProcess
 
 ECHO = {"targetId": "builtin/echo"}
-
-
-@pytest.fixture(scope="module")
-def api(e2e_settings: Settings, worker: WorkerProcess) -> Iterator[ApiServer]:
-    server = ApiServer(worker_env(e2e_settings)).start_serving()
-    yield server
-    server.kill()
-
-
-@pytest.fixture(scope="module")
-def key(e2e_engine: Engine) -> str:
-    return issue_key(e2e_engine, f"client-{uuid.uuid4().hex[:8]}")[0]
 
 
 @pytest.fixture

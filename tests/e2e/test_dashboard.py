@@ -14,14 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine
 
-from tasks_core.settings import Settings
 from tests.bench.processes import ApiServer
-from tests.e2e.conftest import worker_env
-from tests.support.api import issue_key
 from tests.support.wait import wait_until
-from tests.support.workers import WorkerProcess
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -31,18 +26,6 @@ pytestmark = pytest.mark.skipif(
     reason="no headless browser: Debian's chromium and chromium-driver are not installed "
     "(.ci/run installs them)",
 )
-
-
-@pytest.fixture(scope="module")
-def api(e2e_settings: Settings, worker: WorkerProcess) -> Iterator[ApiServer]:
-    server = ApiServer(worker_env(e2e_settings)).start_serving()
-    yield server
-    server.kill()
-
-
-@pytest.fixture(scope="module")
-def key(e2e_engine: Engine) -> str:
-    return issue_key(e2e_engine, f"ui-{uuid.uuid4().hex[:8]}")[0]
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +62,20 @@ def flow(api: ApiServer, key: str, title: str) -> dict[str, Any]:
     return task
 
 
+# Pages refresh themselves (every 2 s they are drawn anew), so the test reads
+# and clicks through the page's own script, never holding an element that a
+# redraw may have replaced.
 def text_of(browser: Any, css: str) -> str:
-    found = browser.find_elements("css selector", css)
-    return " ".join(e.text for e in found)
+    script = "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText).join(' ')"
+    return str(browser.execute_script(script, css))
+
+
+def count(browser: Any, css: str) -> int:
+    return int(browser.execute_script("return document.querySelectorAll(arguments[0]).length", css))
+
+
+def click(browser: Any, css: str) -> None:
+    browser.execute_script("document.querySelector(arguments[0]).click()", css)
 
 
 def test_the_dashboard_shows_a_flow_its_steps_and_its_events(
@@ -95,10 +89,10 @@ def test_the_dashboard_shows_a_flow_its_steps_and_its_events(
     wait_until(lambda: "key=" not in browser.current_url, timeout=10, message="key removed")
     assert browser.execute_script("return sessionStorage.getItem('tasks-core-key')") == key
     link = f'a[data-task-id="{made["id"]}"]'
-    wait_until(lambda: browser.find_elements("css selector", link), timeout=15, message="listed")
+    wait_until(lambda: count(browser, link), timeout=15, message="listed")
     assert title in text_of(browser, "table")
 
-    browser.find_element("css selector", link).click()
+    click(browser, link)
     assert browser.current_url.endswith(f"#/tasks/{made['id']}")  # a link of its own
 
     def ended() -> bool:
@@ -107,15 +101,14 @@ def test_the_dashboard_shows_a_flow_its_steps_and_its_events(
         )
 
     wait_until(ended, timeout=30, interval=0.2, message="the Flow shown completed")
-    children = browser.find_elements("css selector", "#children a[data-task-id]")
-    assert len(children) == 2
+    assert count(browser, "#children a[data-task-id]") == 2
     events = text_of(browser, "tbody tr[data-event]")
     assert "created" in events and "completed" in events
 
     # A step's own page, reached from the tree, links back to its Flow.
-    children[0].click()
+    click(browser, "#children a[data-task-id]")
     wait_until(
-        lambda: browser.find_elements("css selector", f'dd a[data-task-id="{made["id"]}"]'),
+        lambda: count(browser, f'dd a[data-task-id="{made["id"]}"]'),
         timeout=10,
         message="the step's page links its Flow",
     )

@@ -8,35 +8,19 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
 
-from tasks_core.settings import Settings
 from tests.bench.processes import ApiServer
-from tests.e2e.conftest import worker_env
-from tests.support.api import issue_key
-from tests.support.workers import WorkerProcess
 
 
 @pytest.fixture(scope="module")
-def api(e2e_settings: Settings, worker: WorkerProcess) -> Iterator[ApiServer]:
-    server = ApiServer(worker_env(e2e_settings)).start_serving()
-    yield server
-    server.kill()
-
-
-@pytest.fixture(scope="module")
-def dev_folder(
-    api: ApiServer, e2e_engine: Engine, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
+def dev_folder(key: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder like the one `tasks-core dev` runs in: its key in .tasks/api-key."""
     folder = tmp_path_factory.mktemp("dev")
     (folder / ".tasks").mkdir()
-    key = issue_key(e2e_engine, f"cli-{uuid.uuid4().hex[:8]}")[0]
     (folder / ".tasks" / "api-key").write_text(key + "\n")
     return folder
 
