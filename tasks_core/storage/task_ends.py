@@ -7,8 +7,9 @@ connection, opened on its first wait, and wakes each waiter of that id:
 many waiters cost no connection each, and hold none while they wait.
 
 A waiter listens before it reads the task, so an end committed after the
-read always wakes it. When the listening connection is lost, waiters are
-woken to read the task again, and the next wait listens anew.
+read always wakes it. When the listening connection is lost, every waiter
+is woken: it listens anew (one new connection for all of them), then reads
+the task again, so an end that came while no one listened is not missed.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class EndListener:
         woken = Wake()
         self._waiters[task_id].add(woken)
         try:
-            await self._ensure_listening()
+            await self.listening()
             yield woken
         finally:
             waiting = self._waiters.get(task_id)
@@ -64,7 +65,9 @@ class EndListener:
                 if not waiting:
                     del self._waiters[task_id]
 
-    async def _ensure_listening(self) -> None:
+    async def listening(self) -> None:
+        """Return once this process LISTENs, connecting again after a loss.
+        A waiter woken by a loss calls it before it waits again, then reads."""
         async with self._start:
             if self._reader is None or self._reader.done():
                 self._listening = asyncio.get_running_loop().create_future()

@@ -89,6 +89,7 @@ async def read_when_ended(
                 except TimeoutError:
                     return await run_in_threadpool(read)  # as it is now
                 woken.clear()
+                await listener.listening()  # again, if the wake was a lost connection
                 tree = await shared.read((task_key, *reader), woken.at, read)
             return tree
     except (psycopg.Error, OSError, ValueError):
