@@ -11,7 +11,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from tasks_core.devservers import free_port
@@ -20,26 +19,17 @@ from tasks_core.task import TaskSpec
 from tasks_core.usecases.create import create_task
 from tests.bench.processes import ApiServer
 from tests.support.figures import report
+from tests.support.metrics import Samples, parse, value
 from tests.support.stack import stack
 from tests.support.wait import wait_until
 
 TASKS = 20
 
 
-def samples(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+def samples(url: str) -> Samples:
     response = httpx.get(url, timeout=10)
     assert response.status_code == 200, response.text
-    found = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return found
-
-
-def value(
-    found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> float:
-    return found.get((name, frozenset(labels.items())), 0.0)
+    return parse(response.text)
 
 
 def test_api_and_worker_metrics_count_what_ran_across_their_processes() -> None:

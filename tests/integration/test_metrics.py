@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tasks_core.publisher import MemoryPublisher
 from tasks_core.queues import queue_name
@@ -15,25 +14,16 @@ from tasks_core.store import Store
 from tasks_core.task import TaskSpec
 from tasks_core.usecases.create import create_task
 from tests.support.api import OrgClient, error_of
+from tests.support.metrics import Samples, parse, value
 from tests.support.wait import wait_until
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def scrape(client: OrgClient, **headers: str) -> Samples:
-    """Every sample of GET /metrics: (name, sorted labels) -> value."""
+    """Every sample of GET /metrics."""
     response = client.http.get("/metrics", headers=headers)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
-    samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    return parse(response.text)
 
 
 def test_creates_and_requests_are_counted_by_kind_and_route(acme: OrgClient) -> None:
@@ -67,7 +57,7 @@ def test_queue_gauges_show_what_waits_on_a_pool_without_workers(
     queue = queue_name("default", pool, store.settings.queue_prefix)
     assert value(samples, "tasks_queue_depth", queue=queue) == 2
     assert value(samples, "tasks_queue_oldest_waiting_seconds", queue=queue) >= 0
-    assert ("tasks_queue_depth", (("queue", queue),)) in samples
+    assert ("tasks_queue_depth", frozenset({("queue", queue)})) in samples
 
 
 def test_labels_never_name_a_task_or_an_organization(acme: OrgClient) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,9 +164,10 @@ def test_a_set_without_its_route_is_run_here_whole(acme: OrgClient, store: Store
     assert sorted(str(t.id) for t in written) == sorted(ids)
 
 
-def test_outcomes_before_a_run_that_overruns_are_written_while_it_runs(
-    acme: OrgClient, store: Store
-) -> None:
+@contextmanager
+def _gated_set(acme: OrgClient, store: Store) -> Iterator[list[str]]:
+    """A set of three claimed whole (its queue known as fast) whose middle run
+    holds at the gate: inside, the set is running; leaving opens the gate."""
     pool = _pool()
     queue = _queue(store, pool)
     (warm,) = _batch(acme, pool, ["builtin/echo"])
@@ -177,6 +179,16 @@ def test_outcomes_before_a_run_that_overruns_are_written_while_it_runs(
     runner.start()
     try:
         assert GATED_STARTED.wait(10), "the gated run did not start"
+        yield ids
+    finally:
+        GATE.set()
+        runner.join(10)
+
+
+def test_outcomes_before_a_run_that_overruns_are_written_while_it_runs(
+    acme: OrgClient, store: Store
+) -> None:
+    with _gated_set(acme, store) as ids:
         # The first outcome is written RUN_SET_WINDOW_SECONDS after it was
         # decided, although its part (the gated run) has not ended.
         wait_until(
@@ -185,32 +197,16 @@ def test_outcomes_before_a_run_that_overruns_are_written_while_it_runs(
             message="the outcome before the gated run was not written while it ran",
         )
         assert _statuses(store, ids[1:]) == dict.fromkeys(ids[1:], Status.RUNNING.value)
-    finally:
-        GATE.set()
-        runner.join(10)
     assert set(_statuses(store, ids).values()) == {Status.COMPLETED.value}
 
 
 def test_a_fenced_outcome_in_a_set_is_dropped_and_the_others_written(
     acme: OrgClient, store: Store
 ) -> None:
-    pool = _pool()
-    queue = _queue(store, pool)
-    (warm,) = _batch(acme, pool, ["builtin/echo"])
-    run_set(store, [warm], queue=queue)
-    ids = _batch(acme, pool, ["builtin/echo", "test/gated", "builtin/echo"])
-    GATE.clear()
-    GATED_STARTED.clear()
-    runner = threading.Thread(target=run_set, args=(store, ids), kwargs={"queue": queue})
-    runner.start()
-    try:
-        assert GATED_STARTED.wait(10), "the gated run did not start"
+    with _gated_set(acme, store) as ids:
         # The third task, claimed with the others, is cancelled before it runs.
         response = acme.post(f"/v1/tasks/{ids[2]}/cancel")
         assert response.status_code == 200, response.text
-    finally:
-        GATE.set()
-        runner.join(10)
     assert _statuses(store, ids) == {
         ids[0]: Status.COMPLETED.value,
         ids[1]: Status.COMPLETED.value,
