@@ -32,12 +32,16 @@ import httpx
 
 from tasks_core.client import TasksClient, TasksError
 from tasks_core.client.calls import Task, is_terminal
+from tasks_core.task import TASK_FIELDS
 
 DEV_URL = "http://127.0.0.1:8000"
 DEV_KEY_FILE = Path(".tasks") / "api-key"
 EXIT_BY_STATUS = {"completed": 0, "failed": 1, "cancelled": 2}
 EXIT_UNREACHABLE = 3
 WATCH_INTERVAL = 0.5
+# The filters of `tasks list`, by TaskRecord field; the API names them as TASK_FIELDS says.
+LIST_FILTERS = ("status", "kind", "executor_id", "app_id", "parent_id", "target_id")
+WIRE = {field.name: field.wire for field in TASK_FIELDS}
 
 
 class _Usage(Exception):
@@ -68,8 +72,8 @@ def add_tasks_commands(sub: Any) -> None:
     get.set_defaults(run=_command(_get))
 
     listing = actions.add_parser("list", parents=[common], help="your tasks, newest first")
-    for name in ("status", "kind", "executor-id", "app-id", "parent-id", "target-id"):
-        listing.add_argument(f"--{name}")
+    for name in LIST_FILTERS:
+        listing.add_argument(f"--{name.replace('_', '-')}", metavar=WIRE[name])
     listing.add_argument("--limit", type=int, default=50, help="rows at most (default 50)")
     listing.set_defaults(run=_command(_list))
 
@@ -156,8 +160,9 @@ def _cancel(client: TasksClient, args: argparse.Namespace) -> int:
 
 
 def _list(client: TasksClient, args: argparse.Namespace) -> int:
-    names = {"status", "kind", "executor_id", "app_id", "parent_id", "target_id"}
-    filters = {_camel(n): getattr(args, n) for n in names if getattr(args, n) is not None}
+    filters = {
+        WIRE[name]: getattr(args, name) for name in LIST_FILTERS if getattr(args, name) is not None
+    }
     filters["limit"] = min(args.limit, 100)
     rows = list(islice(client.list(**filters), args.limit))
     if args.json:
@@ -165,11 +170,6 @@ def _list(client: TasksClient, args: argparse.Namespace) -> int:
     else:
         print(_table(rows))
     return 0
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
 
 
 def _table(rows: list[Task]) -> str:

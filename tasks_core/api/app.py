@@ -21,9 +21,8 @@ from tasks_core.api.errors import install_error_handlers
 from tasks_core.api.key_cache import KeyCache
 from tasks_core.api.limits import BodyLimit
 from tasks_core.settings import Settings, get_settings
-from tasks_core.storage.task_ends import EndListener
 from tasks_core.store import Store, store_from_settings
-from tasks_core.usecases.wait import SharedReads
+from tasks_core.usecases.wait import TaskWaits
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 
@@ -39,7 +38,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         try:
             yield
         finally:
-            await app.state.end_listener.close()
+            await app.state.task_waits.close()
             if owned:
                 app.state.store.dispose()
 
@@ -52,8 +51,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     if store is not None:
         app.state.store = store
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
-    app.state.end_listener = EndListener(settings.database_url)
-    app.state.shared_reads = SharedReads()
+    app.state.task_waits = TaskWaits(settings.database_url)
     install_error_handlers(app)
     app.include_router(routes_tasks.router)
     app.include_router(routes_actions.router)

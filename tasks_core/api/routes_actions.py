@@ -22,8 +22,7 @@ from tasks_core.status import is_terminal
 from tasks_core.store import Store
 from tasks_core.task import TaskRecord, TaskSpec
 from tasks_core.usecases.create import create_task_once
-from tasks_core.usecases.read import TaskTree, get_task_tree
-from tasks_core.usecases.wait import WAIT_SECONDS_MAX, read_when_ended
+from tasks_core.usecases.wait import WAIT_SECONDS_MAX, TaskWaits
 
 router = APIRouter(prefix="/v1/apps/actions", tags=["actions"], responses=ERRORS)
 
@@ -70,19 +69,8 @@ async def call(
     the longest wait): then wait on `GET /v1/tasks/{id}?waitSeconds`."""
     task = await _create(store, caller, body, idempotency_key)
     if body.wait_for_result and not is_terminal(task.status):
-        state = request.app.state
-
-        def read() -> TaskTree:
-            return get_task_tree(store, caller, str(task.id), depth=0)
-
-        tree = await read_when_ended(
-            state.end_listener,
-            state.shared_reads,
-            str(task.id),
-            read,
-            WAIT_SECONDS_MAX,
-            reader=(caller.organization_id, 0),
-        )
+        waits: TaskWaits = request.app.state.task_waits
+        tree = await waits.task_tree(store, caller, str(task.id), depth=0, seconds=WAIT_SECONDS_MAX)
         task = tree.task
     return JSONResponse(_result(task), status_code=200 if is_terminal(task.status) else 202)
 

@@ -28,9 +28,9 @@ from tasks_core.status import Status
 from tasks_core.storage.idempotency import request_digest
 from tasks_core.usecases.cancel import cancel_task
 from tasks_core.usecases.create import Idempotency, create_task_once, create_tasks_once
-from tasks_core.usecases.read import TaskTree, get_task_tree, list_page, task_events
+from tasks_core.usecases.read import list_page, task_events
 from tasks_core.usecases.update import update_task
-from tasks_core.usecases.wait import WAIT_SECONDS_MAX, read_when_ended
+from tasks_core.usecases.wait import WAIT_SECONDS_MAX, TaskWaits
 
 TaskIdPath = Annotated[str, Path(alias="taskId", description="The task's id.")]
 
@@ -132,15 +132,8 @@ async def get(
     `waitSeconds`, a long poll: the answer comes when the task ends."""
     if depth > store.settings.depth_max:
         raise ValidationFailed(f"depth must be at most {store.settings.depth_max}")
-    state = request.app.state
-
-    def read() -> TaskTree:
-        return get_task_tree(store, caller, task_id, depth=depth)
-
-    reader = (caller.organization_id, depth)
-    tree = await read_when_ended(
-        state.end_listener, state.shared_reads, task_id, read, wait_seconds, reader=reader
-    )
+    waits: TaskWaits = request.app.state.task_waits
+    tree = await waits.task_tree(store, caller, task_id, depth=depth, seconds=wait_seconds)
     body = task_out(tree.task)
     if tree.truncated:
         body["truncated"] = True

@@ -183,34 +183,31 @@ function treeItem(task) {
 
 // ---- Queues and workers ----------------------------------------------------
 
-function queuesPage() {
+// A page that is one table of an API list, refreshed.
+function listPage(title, path, headers, row) {
   const body = el("div", {});
-  show(el("h1", { text: "Queues" }), body);
+  show(el("h1", { text: title }), body);
   refreshEvery(async () => {
     try {
-      const queues = await api("/v1/queues");
-      body.replaceChildren(table(["Queue", "Kind", "Executor", "Waiting", "Running", "Oldest waiting (s)", "Depth", "Workers"],
-        queues.items.map((q) => el("tr", {}, el("td", { class: "id", text: q.name }), el("td", { text: q.kind }),
-          el("td", { text: q.executorId || "–" }), el("td", { text: q.waiting }), el("td", { text: q.running }),
-          el("td", { text: q.oldestWaitingSeconds === null ? "–" : Math.round(q.oldestWaitingSeconds) }),
-          el("td", { text: q.depth }), el("td", { class: q.workers ? "" : "error", text: q.workers })))));
+      const list = await api(path);
+      body.replaceChildren(table(headers, list.items.map((item) => el("tr", {}, row(item)))));
     } catch (error) { return failed(error); }
   });
 }
 
-function workersPage() {
-  const body = el("div", {});
-  show(el("h1", { text: "Workers" }), body);
-  refreshEvery(async () => {
-    try {
-      const workers = await api("/v1/workers");
-      body.replaceChildren(table(["Name", "Alive", "Queues", "Kinds", "Running / concurrency", "Started", "Last heartbeat"],
-        workers.items.map((w) => el("tr", {}, el("td", { class: "id", text: w.name }), el("td", { text: w.alive ? "yes" : "no" }),
-          el("td", { text: w.queues.join(", ") }), el("td", { text: w.kinds.join(", ") }),
-          el("td", { text: `${w.running} / ${w.concurrency}` }), el("td", { text: when(w.startedAt) }), el("td", { text: when(w.lastHeartbeatAt) })))));
-    } catch (error) { return failed(error); }
-  });
-}
+const queuesPage = () => listPage("Queues", "/v1/queues",
+  ["Queue", "Kind", "Executor", "Waiting", "Running", "Oldest waiting (s)", "Depth", "Workers"],
+  (q) => [el("td", { class: "id", text: q.name }), el("td", { text: q.kind }),
+    el("td", { text: q.executorId || "–" }), el("td", { text: q.waiting }), el("td", { text: q.running }),
+    el("td", { text: q.oldestWaitingSeconds === null ? "–" : Math.round(q.oldestWaitingSeconds) }),
+    el("td", { text: q.depth }), el("td", { class: q.workers ? "" : "error", text: q.workers })]);
+
+const workersPage = () => listPage("Workers", "/v1/workers",
+  ["Name", "Alive", "Queues", "Kinds", "Running / concurrency", "Started", "Last heartbeat"],
+  (w) => [el("td", { class: "id", text: w.name }), el("td", { text: w.alive ? "yes" : "no" }),
+    el("td", { text: w.queues.join(", ") }), el("td", { text: w.kinds.join(", ") }),
+    el("td", { text: `${w.running} / ${w.concurrency}` }), el("td", { text: when(w.startedAt) }),
+    el("td", { text: when(w.lastHeartbeatAt) })]);
 
 // ---- Routing -----------------------------------------------------------
 

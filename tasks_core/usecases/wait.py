@@ -17,9 +17,11 @@ from collections.abc import Callable
 import psycopg
 from starlette.concurrency import run_in_threadpool
 
+from tasks_core.records import Caller
 from tasks_core.status import is_terminal
 from tasks_core.storage.task_ends import EndListener
-from tasks_core.usecases.read import TaskTree
+from tasks_core.store import Store
+from tasks_core.usecases.read import TaskTree, get_task_tree
 
 # The longest one request may wait: below common proxy and load-balancer
 # idle timeouts, so that a long poll is not cut off on its way.
@@ -94,3 +96,29 @@ async def read_when_ended(
             return tree
     except (psycopg.Error, OSError, ValueError):
         return await run_in_threadpool(read)
+
+
+class TaskWaits:
+    """An API process's long polls: one listener and one set of shared reads
+    for every request that waits for a task (``waitSeconds``, action calls)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.listener = EndListener(database_url)
+        self.shared = SharedReads()
+
+    async def task_tree(
+        self, store: Store, caller: Caller, task_id: str, *, depth: int, seconds: float | None
+    ) -> TaskTree:
+        """The caller's task with ``depth`` levels of children, once it has
+        ended or after ``seconds`` (at once without them)."""
+
+        def read() -> TaskTree:
+            return get_task_tree(store, caller, task_id, depth=depth)
+
+        reader = (caller.organization_id, depth)
+        return await read_when_ended(
+            self.listener, self.shared, task_id, read, seconds, reader=reader
+        )
+
+    async def close(self) -> None:
+        await self.listener.close()
