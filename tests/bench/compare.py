@@ -26,7 +26,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 from tests.bench.measure import Bench, Throughput, latency, open_bench, rss, throughput
-from tests.bench.report import Row, print_statements, print_table
+from tests.bench.report import Row, print_cpu, print_statements, print_table
 from tests.bench.systems import (
     Http,
     HttpBatch,
@@ -142,6 +142,9 @@ def _row(system: System, samples: list[Sample], bench: Bench) -> Row:
         row.p95_ms = _median([s.p95 for s in samples])
         if system.tasks_core:
             row.statements_per_task = _median([s.run.statements for s in samples])
+        groups = {name for s in samples for name in s.run.cpu_ms}
+        row.cpu_ms = {g: statistics.median(s.run.cpu_ms.get(g, 0.0) for s in samples)
+                      for g in groups}  # fmt: skip
         row.create_statements = bench.create_statements.get(system.name)
     return row
 
@@ -189,6 +192,7 @@ def main() -> None:
     )
     print_table(results.rows)
     print_statements(results.rows, results.rss)
+    print_cpu(results.rows)
 
 
 if __name__ == "__main__":

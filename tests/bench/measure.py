@@ -13,13 +13,21 @@ from dataclasses import dataclass, field
 import psycopg
 import redis
 
-from tasks_core.devservers import EmbeddedPostgres
+from tasks_core.devservers import EmbeddedPostgres, EmbeddedRedis
 from tasks_core.migrate import upgrade
 from tasks_core.records import Caller
 from tasks_core.settings import Settings
 from tasks_core.storage.keys import create_key, ensure_organization
 from tasks_core.store import Store, store_from_settings
-from tests.bench.processes import PYTHON, ApiServer, Service, raw_celery_worker, rss_kib
+from tests.bench.processes import (
+    PYTHON,
+    ApiServer,
+    Service,
+    cpu_seconds,
+    descendants,
+    raw_celery_worker,
+    rss_kib,
+)
 from tests.bench.processes import tasks_core_worker as start_tasks_core_worker
 from tests.bench.starts import STARTED
 from tests.bench.statements import Counter
@@ -56,6 +64,7 @@ class Bench:
     workers: dict[str, Service]
     api: dict[int, ApiServer]
     procrastinate_dsn: str | None
+    server_pids: dict[str, Callable[[], list[int]]] = field(default_factory=dict)
     create_statements: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -64,6 +73,15 @@ class Bench:
     def server_statements(self) -> int:
         row = self.monitor.execute(SERVER_STATEMENTS).fetchone()
         return int(row[0]) if row else 0  # type: ignore[call-overload]
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by each group of processes: this client, the
+        servers, each group of workers and each API server."""
+        groups = {"client": [os.getpid()]}
+        groups.update({name: pids() for name, pids in self.server_pids.items()})
+        groups.update({name: worker.pids() for name, worker in self.workers.items()})
+        groups.update({f"api --workers {n}": api.pids() for n, api in self.api.items()})
+        return {name: cpu_seconds(pids) for name, pids in groups.items()}
 
     def settle(self, system: System, timeout: float = 300.0) -> None:
         """Wait until the system's tasks have all ended (outcomes, fan-ins, Flows)."""
@@ -102,6 +120,7 @@ class Throughput:
     enqueue_per_second: float  # N / the client's enqueue calls alone
     statements: float  # PostgreSQL statements per task, every process
     started: int  # tasks whose start was recorded
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # CPU per task, by process group
 
 
 def throughput(bench: Bench, system: System, n: int) -> Throughput:
@@ -109,6 +128,7 @@ def throughput(bench: Bench, system: System, n: int) -> Throughput:
     bench.redis.delete(STARTED)
     before = bench.server_statements()
     bench.counter.statements = bench.counter.transactions = 0
+    cpu_before = bench.cpu()
     first_call = time.time()
     system.enqueue(n)
     enqueued = time.time()
@@ -119,7 +139,10 @@ def throughput(bench: Bench, system: System, n: int) -> Throughput:
         bench.create_statements[system.name] = per_create
     statements = (bench.server_statements() - before) / n
     per_second = n / (max(starts.values()) - first_call)
-    return Throughput(per_second, n / (enqueued - first_call), statements, len(starts))
+    cpu_ms = {name: (used - cpu_before.get(name, 0.0)) * 1000 / n
+              for name, used in bench.cpu().items()}  # fmt: skip
+    cpu_ms = {name: ms for name, ms in cpu_ms.items() if ms >= 0.005}
+    return Throughput(per_second, n / (enqueued - first_call), statements, len(starts), cpu_ms)
 
 
 def latency(bench: Bench, system: System, count: int, gap: float) -> tuple[float, float]:
@@ -240,7 +263,20 @@ def open_bench(
             workers=workers,
             api=api,
             procrastinate_dsn=dsn,
+            server_pids=_server_pids(pg, rd),
         )
+
+
+def _server_pids(pg: EmbeddedPostgres, rd: EmbeddedRedis) -> dict[str, Callable[[], list[int]]]:
+    def postgres() -> list[int]:
+        pid = pg.pid
+        return descendants(pid) if pid is not None else []
+
+    def redis_server() -> list[int]:
+        pid = rd.pid
+        return [pid] if pid is not None else []
+
+    return {"PostgreSQL": postgres, "Redis": redis_server}
 
 
 def thread_pool_workers(env: dict[str, str], redis_url: str) -> dict[str, Service]:

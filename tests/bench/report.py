@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -18,6 +18,7 @@ class Row:
     p95_ms: float | None = None
     statements_per_task: float | None = None  # PostgreSQL, every process, end to end
     create_statements: tuple[float, float] | None = None  # (statements, commits) per create
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # CPU per task, by process group
 
 
 def _num(value: float | None, digits: int = 0, suffix: str = "") -> str:
@@ -70,3 +71,18 @@ def print_statements(rows: list[Row], rss: dict[str, tuple[int, int]]) -> None:
         growth = f"{(after - before) / before * 100:+.0f}%" if before else "n/a"
         print(f"worker RSS {name}: before={before / 1024:.0f} MiB after={after / 1024:.0f} MiB "
               f"({growth})")  # fmt: skip
+
+
+def print_cpu(rows: list[Row]) -> None:
+    """Where each system's CPU goes: ms per task in each group of processes
+    (the client, PostgreSQL, Redis, workers, API servers), throughput runs only.
+    On a machine whose cores the whole system shares, this total bounds tasks/s."""
+    groups = sorted({g for row in rows for g in row.cpu_ms})
+    if not groups:
+        return
+    print("\n| system | CPU ms per task, all processes | " + " | ".join(groups) + " |")
+    print("|---|---:|" + "---:|" * len(groups))
+    for row in rows:
+        if row.cpu_ms:
+            cells = " | ".join(_num(row.cpu_ms.get(g), 2) for g in groups)
+            print(f"| {row.name} | {_num(sum(row.cpu_ms.values()), 2)} | {cells} |")
