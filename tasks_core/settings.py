@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tasks_core.linger import LINGER_SECONDS
+
 
 class Settings(BaseSettings):
     """Settings of the API, the CLI, the workers and the sweeper."""
@@ -140,7 +142,7 @@ class Settings(BaseSettings):
         "run in this time, and hands the rest of a slow message back to the queue.",
     )
     publish_linger_seconds: float = Field(
-        default=0.005,
+        default=LINGER_SECONDS,
         ge=0,
         le=1,
         description="A new task's message waits up to this long for others of its queue, "
