@@ -10,7 +10,11 @@ single creates costs the workers per set, not per task, exactly when they
 are the limit.
 
 Whether a queue is behind is what Redis said at the last push to it (the
-length of its list after the push), believed for ``BACKLOG_SECONDS``.
+length of its list after the push), believed for ``BACKLOG_SECONDS``: behind
+is at least ``BEHIND_DEPTH`` messages, two waiting beside the one pushed.
+One waiting beside it is often only a worker that has not yet come back to
+the queue for the message before (a stream of creates a few ms apart sees
+it); holding the next message then would delay a start for nothing.
 
 A lingering message is in this process only: the task is committed (stored
 `queued`), so a crash before the flush, or a flush that fails, loses no
@@ -38,6 +42,7 @@ log = logging.getLogger(__name__)
 # at 3.52, 20 ms 520 at 3.20.
 LINGER_SECONDS = 0.02
 BACKLOG_SECONDS = 0.05
+BEHIND_DEPTH = 3
 
 
 M = TypeVar("M")
@@ -82,7 +87,7 @@ class Linger(Generic[M]):
             state = self._queues.get(queue)
             if state is None:
                 return False
-            busy = state.depth > 1 and now - state.seen < BACKLOG_SECONDS
+            busy = state.depth >= BEHIND_DEPTH and now - state.seen < BACKLOG_SECONDS
             if not state.held and not (busy and self._linger > 0):
                 return False
             if not state.held:

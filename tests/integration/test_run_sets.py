@@ -15,6 +15,7 @@ import pytest
 import redis
 from sqlalchemy import text
 
+from tasks_core.linger import BEHIND_DEPTH
 from tasks_core.publisher import CeleryPublisher
 from tasks_core.queues import queue_name
 from tasks_core.records import Caller
@@ -247,7 +248,8 @@ def creator(acme: OrgClient, store: Store) -> Iterator[Creator]:
 def test_single_creates_on_a_queue_that_is_behind_go_out_as_one_set(
     creator: Creator, store: Store, broker: redis.Redis
 ) -> None:
-    first = [creator.create(), creator.create()]  # the second push finds the first waiting
+    # The third push finds two waiting beside it (BEHIND_DEPTH): behind.
+    first = [creator.create() for _ in range(BEHIND_DEPTH)]
     held = [creator.create() for _ in range(3)]
     assert ids_on(broker, creator.queue) == first  # the three wait in the publisher
     creator.publisher.linger.flush()

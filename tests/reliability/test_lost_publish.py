@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tasks_core.linger import BEHIND_DEPTH
 from tasks_core.publisher import CeleryPublisher, MemoryPublisher
 from tasks_core.store import Store
 from tasks_core.task import TaskSpec
@@ -43,9 +44,9 @@ def test_tasks_whose_messages_were_held_by_a_process_that_died_are_run_by_the_sw
         creator = Store(engine=system.store.engine, publisher=holding, settings=system.settings)
         spec = TaskSpec(kind="CallAction", target_id="builtin/echo")
         ids = [create_task(creator, system.caller, spec).id for _ in range(TASKS)]
-        # The first two found no backlog and went at once; the others were
-        # held, and went in full run sets (RUN_SET_MAX) but for the last few.
-        assert holding.linger.held_total == TASKS - 2
+        # The first BEHIND_DEPTH found no backlog and went at once; the others
+        # were held, and went in full run sets (RUN_SET_MAX) but for the last few.
+        assert holding.linger.held_total == TASKS - BEHIND_DEPTH
         lost = sum(len(q.held) for q in holding.linger._queues.values())
         assert lost > 0
         holding.linger._queues.clear()  # the process died: what it held is gone

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from tasks_core.linger import BACKLOG_SECONDS, Linger
+from tasks_core.linger import BACKLOG_SECONDS, BEHIND_DEPTH, Linger
 from tests.support.wait import wait_until
 
 
@@ -33,6 +33,15 @@ def test_a_message_of_an_idle_queue_is_not_held() -> None:
     assert linger.offer("q", "idle") is False
 
 
+def test_one_message_waiting_beside_the_pushed_one_is_not_a_backlog() -> None:
+    # A worker that has not yet come back for the message before: not behind.
+    linger: Linger[str] = Linger(Pushes(), set_max=8, linger=60)
+    linger.observed("q", BEHIND_DEPTH - 1)
+    assert linger.offer("q", "next") is False
+    linger.observed("q", BEHIND_DEPTH)
+    assert linger.offer("q", "held")
+
+
 def test_messages_of_a_queue_that_is_behind_go_together_after_the_linger() -> None:
     pushes = Pushes()
     linger: Linger[str] = Linger(pushes, set_max=8, linger=0.01)
@@ -46,7 +55,7 @@ def test_messages_of_a_queue_that_is_behind_go_together_after_the_linger() -> No
 def test_a_full_set_goes_at_once_from_the_caller() -> None:
     pushes = Pushes()
     linger: Linger[str] = Linger(pushes, set_max=2, linger=60)
-    linger.observed("q", 2)
+    linger.observed("q", 3)
     assert linger.offer("q", "a") and pushes.sets == []
     assert linger.offer("q", "b") and pushes.sets == [("q", ["a", "b"])]
 
