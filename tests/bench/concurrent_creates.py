@@ -8,9 +8,11 @@ per worker count. Each client is a keep-alive connection creating no-op
 tasks one by one for ``--seconds``; the clients are raw sockets of one
 process (cheap, so that the load generator does not take the cores the
 server is measured on). No worker runs: this measures the create alone.
-Beside each figure: its ratio to one client's on the same server, and the commits and
+Beside each figure: its ratio to one client's on the same server, the commits and
 statements PostgreSQL ran per create (``pg_stat_database``,
-``pg_stat_statements``), which show creates sharing commits. Nothing is
+``pg_stat_statements``), which show creates sharing commits, and the CPU a
+create cost in the API processes, in PostgreSQL and in this client (the
+cores are shared: their sum bounds creates per second). Nothing is
 asserted.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import selectors
 import socket
@@ -31,7 +34,7 @@ from tasks_core.settings import Settings
 from tasks_core.storage.keys import create_key, ensure_organization
 from tasks_core.store import store_from_settings
 from tests.bench.measure import enable_statement_stats
-from tests.bench.processes import ApiServer
+from tests.bench.processes import ApiServer, cpu_seconds, descendants
 from tests.bench.systems import NOOP
 from tests.bench.throughput import embedded_servers
 
@@ -104,6 +107,13 @@ def creates_per_second(port: int, secret: str, clients: int, seconds: float) -> 
     return sum(c.done for c in connections) / elapsed
 
 
+def _cpu(server: ApiServer, postgres: int | None) -> dict[str, float]:
+    """CPU seconds used so far by the API processes, PostgreSQL (every
+    backend, those a run opens too) and this client."""
+    groups = {"api": server.pids(), "pg": descendants(postgres or 0), "client": [os.getpid()]}
+    return {name: cpu_seconds(pids) for name, pids in groups.items()}
+
+
 def run(api_workers: Sequence[int], clients: Sequence[int], seconds: float) -> None:
     with embedded_servers() as (pg, rd):
         enable_statement_stats(pg)
@@ -115,24 +125,28 @@ def run(api_workers: Sequence[int], clients: Sequence[int], seconds: float) -> N
         env = {"DATABASE_URL": pg.url, "REDIS_URL": rd.url, "LOG_LEVEL": "WARNING"}
         with psycopg.connect(pg.url, autocommit=True) as monitor:
             print("| api --workers | clients | creates/s | vs 1 client | commits/create "
-                  "| statements/create |")  # fmt: skip
-            print("|---:|---:|---:|---:|---:|---:|")
+                  "| statements/create | CPU ms/create: API | PostgreSQL | client |")  # fmt: skip
+            print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             for workers in api_workers:
                 server = ApiServer(env, workers).start_serving()
                 try:
                     creates_per_second(server.port, key.secret, 1, 1.0)  # warm up
                     one = None
                     for count in clients:
+                        cpu = _cpu(server, pg.pid)
                         before = monitor.execute(COUNTERS).fetchone()
                         rate = creates_per_second(server.port, key.secret, count, seconds)
                         after = monitor.execute(COUNTERS).fetchone()
+                        used = {n: (ms - cpu[n]) * 1000 for n, ms in _cpu(server, pg.pid).items()}
                         assert before is not None and after is not None
                         made = rate * seconds
                         commits = (after[0] - before[0]) / made
                         statements = (after[1] - before[1]) / made
                         one = one or rate
+                        per = {name: ms / made for name, ms in used.items()}
                         print(f"| {workers} | {count} | {rate:,.0f} | {rate / one:.2f}x "
-                              f"| {commits:.2f} | {statements:.2f} |", flush=True)  # fmt: skip
+                              f"| {commits:.2f} | {statements:.2f} | {per['api']:.2f} "
+                              f"| {per['pg']:.2f} | {per['client']:.2f} |", flush=True)  # fmt: skip
                 finally:
                     server.kill()
 
