@@ -15,7 +15,7 @@ from tasks_core.records import Caller
 from tasks_core.storage.keys import digest, look_up
 from tasks_core.store import Store
 
-_bearer = HTTPBearer(auto_error=False, description="Your API key as the bearer token.")
+bearer = HTTPBearer(auto_error=False, description="Your API key as the bearer token.")
 
 
 async def get_store(request: Request) -> Store:
@@ -27,7 +27,7 @@ async def get_store(request: Request) -> Store:
 
 async def get_caller(
     request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Caller:
     """The organization and key of the request; 401 without a valid key, 429
     when the key is over ``RATE_LIMIT_PER_MINUTE``, or when its address sent
