@@ -126,6 +126,28 @@ def test_a_set_of_short_tasks_takes_one_claim_and_one_outcome_write(
     report(f"run set: tasks=8 statements={statements[0]}")
 
 
+def test_sets_run_one_after_another_start_no_thread_of_their_own(
+    acme: OrgClient, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A part's late write is a wake of the process's one late writer, not a
+    # timer thread of its own to start, cancel and join per part.
+    pool = _pool()
+    queue = _queue(store, pool)
+    run_set(store, _batch(acme, pool, ["builtin/echo"] * 4), queue=queue)  # the threads exist
+    started: list[str] = []
+    start = threading.Thread.start
+
+    def counted_start(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", counted_start)
+    for _ in range(10):
+        ids = _batch(acme, pool, ["builtin/echo"] * 4)
+        assert [str(t.id) for t in run_set(store, ids, queue=queue)] == ids
+    assert started == []
+
+
 def test_a_task_named_twice_in_a_set_or_in_two_sets_runs_once(
     acme: OrgClient, store: Store
 ) -> None:
