@@ -96,12 +96,13 @@ class Linger(Generic[M]):
             self.held_total += 1
             full = len(state.held) >= self._set_max
             held = self._take(state) if full else None
-            if not full and len(state.held) == 1:
+            if not full:
+                self._start()
                 # Only a queue's first held message brings a new due time;
                 # waking the thread for the others would cost a thread
                 # switch per create for nothing.
-                self._start()
-                self._cond.notify()
+                if len(state.held) == 1:
+                    self._cond.notify()
         if held is not None:
             self._push(queue, held)
         return True

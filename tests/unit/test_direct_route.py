@@ -83,6 +83,7 @@ def test_a_valid_create_is_served_without_fastapis_solving(
 
 
 JSON = {"Content-Type": "application/json"}
+DEEP = b"[" * 100_000 + b"]" * 100_000  # past the interpreter's recursion limit
 BAD_REQUESTS: list[dict[str, Any]] = [
     {"content": b"{not json", "headers": JSON},
     {"content": b'{"kind": 5}', "headers": JSON},
@@ -92,6 +93,7 @@ BAD_REQUESTS: list[dict[str, Any]] = [
     {"content": b'{"kind": "A"}', "headers": {}},
     {"content": b"", "headers": JSON},
     {"content": b"\xff\xfe", "headers": JSON},
+    {"content": b'{"kind": "A", "input": ' + DEEP + b"}", "headers": JSON},
 ]
 
 
