@@ -98,23 +98,39 @@ def timestamps(
     return ", ".join([*sets, "updated_at = now()"])
 
 
+def keyed_status(statuses: Iterable[Status], *, alias: str = "t") -> str:
+    """The status guard of a task found by its id, written so that only the
+    primary key can find it. Written plainly (``t.status IN (...)``) it lets
+    the planner pick a partial index of waiting or running tasks instead,
+    and scan that whole index for each id: with statistics taken while few
+    tasks waited (a million completed rows), a claim of 32 ids during a
+    backlog took 9.7 ms where it takes 1.5. No index's predicate follows
+    from ``(t.status || '')``, which is the status all the same."""
+    return f"({alias}.status || '') IN {sql_list(statuses)}"
+
+
 def locked(kind: MoveKind, *, keys: str | None, fence: bool = False, where: str = "") -> str:
     """A SELECT of the tasks a move of ``kind`` may move now, each locked.
 
     ``keys`` selects the ids (and, with ``fence``, the attempts) named by the
     move: each is found by one primary-key lookup (a ``LATERAL`` subquery
-    that holds the row lock, which PostgreSQL never flattens into a join), so
-    the plan is the same whatever the statistics say, also as a prepared
-    statement's generic plan. Without ``keys``, ``where`` alone picks them.
+    that holds the row lock, which PostgreSQL never flattens into a join, its
+    status guard by :func:`keyed_status`), so the plan is the same whatever
+    the statistics say, also as a prepared statement's generic plan. Without
+    ``keys``, the status and ``where`` pick them.
     Locks are taken in id order, so moves can not deadlock on each other, and
     ``FOR NO KEY UPDATE``: exclusive among writers, yet not in the way of a
     child's foreign-key check on its parent (an id never changes).
     """
-    guard = f"t.status IN {sql_list(RULES[kind].sources)}"
-    guard += " AND t.attempt = k.attempt" if fence else ""
+    sources = RULES[kind].sources
+    guard = " AND t.attempt = k.attempt" if fence else ""
     guard += f" AND {where}" if where else ""
-    if keys is None:
-        return f"SELECT t.id, t.status FROM tasks t WHERE {guard} ORDER BY t.id FOR NO KEY UPDATE"
+    if keys is None:  # picked by status: its indexes are the point
+        return (
+            f"SELECT t.id, t.status FROM tasks t WHERE t.status IN {sql_list(sources)}{guard} "
+            "ORDER BY t.id FOR NO KEY UPDATE"
+        )
+    guard = keyed_status(sources) + guard
     return f"""SELECT t.id, t.status FROM ({keys} ORDER BY id) AS k
     CROSS JOIN LATERAL (
         SELECT t.id, t.status FROM tasks t WHERE t.id = k.id AND {guard} FOR NO KEY UPDATE

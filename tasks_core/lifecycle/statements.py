@@ -22,6 +22,7 @@ from tasks_core.lifecycle.sql import (
     events,
     fenced,
     json_rows,
+    keyed_status,
     locked,
     move,
     records,
@@ -69,7 +70,7 @@ _FITTING = f"""SELECT f.id FROM (
         ) AS c) AS running
     FROM ({IDS}) AS k CROSS JOIN LATERAL (
         SELECT t.* FROM tasks t
-        WHERE t.id = k.id AND t.status IN {sql_list(RULES[MoveKind.CLAIM].sources)} OFFSET 0
+        WHERE t.id = k.id AND {keyed_status(RULES[MoveKind.CLAIM].sources)} OFFSET 0
     ) AS t
 ) AS f WHERE f.running + f.n <= :max_running"""
 
@@ -131,7 +132,7 @@ WITH current AS (
     ) AS k
     CROSS JOIN LATERAL (
         SELECT t.id FROM tasks t
-        WHERE t.id = k.id AND t.attempt = k.attempt AND t.status = '{Status.RUNNING.value}'
+        WHERE t.id = k.id AND t.attempt = k.attempt AND {keyed_status([Status.RUNNING])}
         FOR NO KEY UPDATE
     ) AS t
 )
@@ -166,7 +167,7 @@ _HOLD_NAMED = statement(
 WITH picked AS (
     SELECT t.id FROM ({IDS} ORDER BY id) AS k CROSS JOIN LATERAL (
         SELECT t.id FROM tasks t
-        WHERE t.id = k.id AND t.status = '{Status.RUNNING.value}' AND t.lease_expires_at < now()
+        WHERE t.id = k.id AND {keyed_status([Status.RUNNING])} AND t.lease_expires_at < now()
         FOR NO KEY UPDATE SKIP LOCKED
     ) AS t
 )
