@@ -27,10 +27,10 @@ import email.message
 import functools
 import json
 from collections.abc import Callable, Coroutine
-from typing import Any, get_type_hints
+from typing import Any, TypeVar, get_type_hints
 
 from fastapi.concurrency import run_in_threadpool
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIRouter
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -43,6 +43,19 @@ PARAMETERS = frozenset({"body", "caller", "store", "idempotency_key"})
 IDEMPOTENCY_HEADER = "idempotency-key"
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+
+def direct_post(router: APIRouter, path: str, **options: Any) -> Callable[[Endpoint], Endpoint]:
+    """``@router.post(path, **options)``, served by :class:`DirectRoute`."""
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        router.add_api_route(
+            path, endpoint, methods=["POST"], route_class_override=DirectRoute, **options
+        )
+        return endpoint
+
+    return register
 
 
 class DirectRoute(APIRoute):

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from tasks_core.api.auth import CallerDep, StoreDep
-from tasks_core.api.direct_route import DirectRoute
+from tasks_core.api.direct_route import direct_post
 from tasks_core.api.schemas import (
     ErrorResponse,
     EventPageOut,
@@ -64,6 +64,9 @@ def _replayed(replayed: bool) -> dict[str, str] | None:
     return {"Idempotent-Replayed": "true"} if replayed else None
 
 
+# The creates are served by DirectRoute: the same declarations, without
+# FastAPI's per-request solving of them (see ``api.direct_route``).
+@direct_post(router, "", status_code=201, response_model=TaskOut, summary="Create task")
 def create(
     *,
     body: TaskCreate,
@@ -79,19 +82,7 @@ def create(
     return JSONResponse(task_out(task), status_code=201, headers=_replayed(replayed))
 
 
-# The creates are served by DirectRoute: the same declarations, without
-# FastAPI's per-request solving of them (see ``api.direct_route``).
-router.add_api_route(
-    "",
-    create,
-    methods=["POST"],
-    status_code=201,
-    response_model=TaskOut,
-    summary="Create task",
-    route_class_override=DirectRoute,
-)
-
-
+@direct_post(router, "/batch", status_code=201, response_model=TaskBatchOut, summary="Create tasks")
 def create_batch(
     *,
     body: TaskBatchCreate,
@@ -109,17 +100,6 @@ def create_batch(
     return JSONResponse(
         {"tasks": [task_out(t) for t in tasks]}, status_code=201, headers=_replayed(replayed)
     )
-
-
-router.add_api_route(
-    "/batch",
-    create_batch,
-    methods=["POST"],
-    status_code=201,
-    response_model=TaskBatchOut,
-    summary="Create tasks",
-    route_class_override=DirectRoute,
-)
 
 
 @router.api_route("/batch", methods=["GET", "PUT"], include_in_schema=False)
