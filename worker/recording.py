@@ -15,7 +15,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from tasks_core.task import TaskRecord
 from tasks_core.worker_protocol import retry_task
 from worker import outcome
 from worker.batching import OutcomeRequest, batchers_for
+from worker.process_local import process_local
 
 log = logging.getLogger(__name__)
 
@@ -213,15 +213,5 @@ class _LateWrites:
             pending.write_late()
 
 
-_late: dict[int, _LateWrites] = {}
-_late_lock = threading.Lock()
-
-
-def _late_writes() -> _LateWrites:
-    """This process's late writer, made in the process that runs tasks (a
-    pool child: threads do not survive a fork)."""
-    with _late_lock:
-        found = _late.get(os.getpid())
-        if found is None:
-            found = _late[os.getpid()] = _LateWrites()
-        return found
+# This process's late writer, made in the process that runs tasks.
+_late_writes = process_local(_LateWrites)

@@ -37,6 +37,7 @@ from tasks_core.store import Store
 from tasks_core.task import TaskRecord
 from worker.batching import batchers_for
 from worker.context import TaskContext
+from worker.process_local import process_local
 
 log = logging.getLogger(__name__)
 
@@ -258,18 +259,8 @@ class _Watcher:
                 self.wakes += 1
 
 
-_watchers: dict[int, _Watcher] = {}
-_watchers_lock = threading.Lock()
-
-
-def _watcher() -> _Watcher:
-    """This process's watcher, made in the process that runs tasks (a pool
-    child: threads do not survive a fork)."""
-    with _watchers_lock:
-        found = _watchers.get(os.getpid())
-        if found is None:
-            found = _watchers[os.getpid()] = _Watcher()
-        return found
+# This process's watcher, made in the process that runs tasks.
+_watcher = process_local(_Watcher)
 
 
 class _Renewal:

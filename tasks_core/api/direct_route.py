@@ -40,7 +40,6 @@ from tasks_core.api.auth import bearer, get_caller, get_store
 # What a direct endpoint takes, by name; it is a sync function (it blocks on
 # the database), run in the threadpool as FastAPI would run it.
 PARAMETERS = frozenset({"body", "caller", "store", "idempotency_key"})
-IDEMPOTENCY_HEADER = "idempotency-key"
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
@@ -68,6 +67,8 @@ class DirectRoute(APIRoute):
     def get_route_handler(self) -> Handler:
         declared = super().get_route_handler()
         model, endpoint = self.body_model, self.endpoint
+        # The header as the endpoint declares it (``Header(alias=...)``).
+        (header,) = [p.alias for p in self.dependant.header_params if p.name == "idempotency_key"]
 
         async def handler(request: Request) -> Response:
             body = _valid_body(request, model, await request.body())
@@ -82,7 +83,7 @@ class DirectRoute(APIRoute):
                 body=body,
                 caller=caller,
                 store=store,
-                idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+                idempotency_key=request.headers.get(header),
             )
             return response
 
