@@ -10,12 +10,20 @@ Each caller returns only after its set was sent (its statement committed),
 with its own result. A set that fails is sent again one request at a time
 when ``split`` says the error may be one request's fault, so that each
 caller gets its own error; otherwise every caller of the set gets it.
+
+Two fronts, one way of sending a set: :class:`Batcher` for callers on
+threads (one of them sends the set, the others wait), :class:`LoopBatcher`
+for coroutines on event loops (a thread of a pool sends the set, and the
+callers' loops never block).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -107,21 +115,120 @@ class Batcher(Generic[T, R]):
                 return slots
 
     def _run(self, batch: list[Answer[T, R]]) -> None:
-        self.sets_sent += 1
+        self.sets_sent += send_set(self._send, self._split, batch)
+
+
+class LoopBatcher(Generic[T, R]):
+    """:class:`Batcher` for coroutines: ``await submit(item)``.
+
+    The API serves creates on its event loop; a thread hop per request (and
+    a wait on a lock in that thread) cost it more than the create itself
+    once many requests were in flight. Here a request only joins the
+    pending list: when no set is in flight, one thread of ``threads`` takes
+    the list as a set, sends it, settles each caller's future on the
+    caller's own loop, and goes on with what arrived meanwhile. So a set
+    costs one hop, however many requests it carries, and a loop never
+    waits for the database. One set of a batcher is in flight at a time.
+
+    A caller that stops waiting (its request went away) does not take its
+    item back: the set it joined is sent whole, as a thread's caller's is.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[Sequence[T]], Sequence[R]],
+        *,
+        threads: Executor,
+        max_size: int = MAX_SET,
+        split: Callable[[Exception], bool] = lambda _: True,
+    ):
+        self._send = send
+        self._split = split
+        self._max = max_size
+        self._threads = threads
+        self._lock = threading.Lock()  # held only to touch the list, never while sending
+        self._pending: list[tuple[Answer[T, R], asyncio.Future[R | None]]] = []
+        self._busy = False
+        self.sets_sent = 0  # for tests and figures
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for the set in flight to end."""
+        with self._lock:
+            return len(self._pending)
+
+    async def submit(self, item: T) -> R | None:
+        """Send ``item`` in the next set; its result (or the set's error)."""
+        future: asyncio.Future[R | None] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            self._pending.append((Answer(item), future))
+            start, self._busy = not self._busy, True
+        if start:
+            try:
+                self._threads.submit(self._drain)
+            except BaseException:  # no thread to send it (the pool is shut down)
+                with self._lock:
+                    self._pending.clear()
+                    self._busy = False
+                raise
+        return await future
+
+    def _drain(self) -> None:
+        """In a pool thread: send sets until none is pending."""
         try:
-            values = self._send([s.item for s in batch])
-        except Exception as exc:  # noqa: BLE001  (raised again in each caller)
-            if len(batch) == 1 or not self._split(exc):
-                for slot in batch:
-                    _settle(slot, error=exc)
-                return
-            # Which request failed the set is not known (an outcome PostgreSQL
-            # refuses, say): each is sent alone, so that the error is its own.
+            while True:
+                with self._lock:
+                    batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+                    if not batch:
+                        self._busy = False
+                        return
+                self.sets_sent += send_set(self._send, self._split, [a for a, _ in batch])
+                for answer, future in batch:
+                    _resolve_soon(future, answer)
+        except BaseException as exc:  # never leave callers waiting on a dead thread
+            with self._lock:
+                stranded, self._pending, self._busy = self._pending, [], False
+            for answer, future in stranded:
+                answer.error = exc
+                _resolve_soon(future, answer)
+            raise
+
+
+def send_set(
+    send: Callable[[Sequence[T]], Sequence[R]],
+    split: Callable[[Exception], bool],
+    batch: list[Answer[T, R]],
+) -> int:
+    """Send one set and settle each of its answers with its result or error;
+    how many times ``send`` was called (a split set is sent again item by item)."""
+    try:
+        values = send([s.item for s in batch])
+    except Exception as exc:  # noqa: BLE001  (raised again in each caller)
+        if len(batch) == 1 or not split(exc):
             for slot in batch:
-                self._run([slot])
+                _settle(slot, error=exc)
+            return 1
+        # Which request failed the set is not known (an outcome PostgreSQL
+        # refuses, say): each is sent alone, so that the error is its own.
+        return 1 + sum(send_set(send, split, [slot]) for slot in batch)
+    for slot, value in zip(batch, values, strict=True):
+        _settle(slot, value=value)
+    return 1
+
+
+def _resolve_soon(future: asyncio.Future[R | None], answer: Answer[T, R]) -> None:
+    """Settle a waiting coroutine's future from a thread, on its own loop."""
+
+    def resolve() -> None:
+        if future.done():  # its caller stopped waiting
             return
-        for slot, value in zip(batch, values, strict=True):
-            _settle(slot, value=value)
+        if answer.error is not None:
+            future.set_exception(answer.error)
+        else:
+            future.set_result(answer.value)
+
+    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+        future.get_loop().call_soon_threadsafe(resolve)
 
 
 def _settle(

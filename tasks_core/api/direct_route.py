@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import email.message
 import functools
+import inspect
 import json
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, get_type_hints
@@ -37,8 +38,8 @@ from starlette.responses import Response
 
 from tasks_core.api.auth import bearer, get_caller, get_store
 
-# What a direct endpoint takes, by name; it is a sync function (it blocks on
-# the database), run in the threadpool as FastAPI would run it.
+# What a direct endpoint takes, by name. A sync one (it blocks on the
+# database) is run in the threadpool, an async one awaited, as FastAPI would.
 PARAMETERS = frozenset({"body", "caller", "store", "idempotency_key"})
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
@@ -67,6 +68,7 @@ class DirectRoute(APIRoute):
     def get_route_handler(self) -> Handler:
         declared = super().get_route_handler()
         model, endpoint = self.body_model, self.endpoint
+        is_async = inspect.iscoroutinefunction(endpoint)
         # The header as the endpoint declares it (``Header(alias=...)``).
         (header,) = [p.alias for p in self.dependant.header_params if p.name == "idempotency_key"]
 
@@ -76,15 +78,16 @@ class DirectRoute(APIRoute):
             # is overridden (only FastAPI's solving knows of overrides).
             if body is None or request.app.dependency_overrides:
                 return await declared(request)
-            caller = await get_caller(request, await bearer(request))
-            store = await get_store(request)
-            response: Response = await run_in_threadpool(
-                endpoint,
-                body=body,
-                caller=caller,
-                store=store,
-                idempotency_key=request.headers.get(header),
-            )
+            arguments = {
+                "body": body,
+                "caller": await get_caller(request, await bearer(request)),
+                "store": await get_store(request),
+                "idempotency_key": request.headers.get(header),
+            }
+            if is_async:
+                response: Response = await endpoint(**arguments)
+            else:
+                response = await run_in_threadpool(endpoint, **arguments)
             return response
 
         return handler

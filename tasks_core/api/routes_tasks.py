@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
@@ -28,7 +29,12 @@ from tasks_core.errors import ValidationFailed
 from tasks_core.status import Status
 from tasks_core.storage.idempotency import request_digest
 from tasks_core.usecases.cancel import cancel_task
-from tasks_core.usecases.create import Idempotency, create_task_once, create_tasks_once
+from tasks_core.usecases.create import (
+    Idempotency,
+    create_task_once,
+    create_task_soon,
+    create_tasks_once,
+)
 from tasks_core.usecases.read import list_page, task_events
 from tasks_core.usecases.update import update_task
 from tasks_core.usecases.wait import WAIT_SECONDS_MAX, TaskWaits
@@ -67,7 +73,7 @@ def _replayed(replayed: bool) -> dict[str, str] | None:
 # The creates are served by DirectRoute: the same declarations, without
 # FastAPI's per-request solving of them (see ``api.direct_route``).
 @direct_post(router, "", status_code=201, response_model=TaskOut, summary="Create task")
-def create(
+async def create(
     *,
     body: TaskCreate,
     caller: CallerDep,
@@ -77,8 +83,16 @@ def create(
     """Create a task. A task created with status `created` (the default) is
     published on its queue and answered as `queued`; any other status makes a
     record of work done elsewhere, never published."""
-    idempotency = idempotency_of(idempotency_key, body)
-    task, replayed = create_task_once(store, caller, body.to_spec(), idempotency=idempotency)
+    # Async: a create without a key is sent from the event loop in a set
+    # with the others in flight (usecases.create.create_task_soon); one with
+    # a key needs its own transaction, in the threadpool.
+    if idempotency_key is None:
+        task, replayed = await create_task_soon(store, caller, body.to_spec()), False
+    else:
+        idempotency = idempotency_of(idempotency_key, body)
+        task, replayed = await run_in_threadpool(
+            create_task_once, store, caller, body.to_spec(), idempotency=idempotency
+        )
     return JSONResponse(task_out(task), status_code=201, headers=_replayed(replayed))
 
 

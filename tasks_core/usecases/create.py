@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from tasks_core.flow_definitions import FLOW_KIND, Limits, check_input_sizes, pa
 from tasks_core.ids import new_id
 from tasks_core.lifecycle.moves import Applied, Create
 from tasks_core.lifecycle.publishing import create
-from tasks_core.lifecycle.shared_creates import create_shared
+from tasks_core.lifecycle.shared_creates import create_shared, create_shared_soon
 from tasks_core.metrics import TASKS_CREATED, kind_label
 from tasks_core.quotas import check_executor, check_timeout
 from tasks_core.records import Caller
@@ -79,6 +80,27 @@ def create_task_once(
     news = [_validated(store, caller, spec)]
     tasks, replayed = _create(store, caller, news, idempotency=idempotency, batch=False)
     return tasks[0], replayed
+
+
+async def create_task_soon(store: Store, caller: Caller, spec: TaskSpec) -> TaskRecord:
+    """:func:`create_task` for a coroutine (the API's create without an
+    ``Idempotency-Key``): the same checks and the same one statement, shared
+    with the concurrent creates of the caller, and its loop never waits on
+    the database (``shared_creates.create_shared_soon``). What may wait (an
+    open-task count due to be read again, why a parent refused a task) is
+    done in a thread."""
+    news = [_validated(store, caller, spec)]
+    opening = sum(1 for new in news if not is_terminal(new.spec.status))
+    if opening and not check_open_tasks(
+        store, caller.organization_id, adding=opening, may_read=False
+    ):
+        await asyncio.to_thread(check_open_tasks, store, caller.organization_id, adding=opening)
+    applied, now = await create_shared_soon(store, Create(tuple(news), actor=caller.actor))
+    missing = [new for new in news if new.id not in applied.tasks]
+    if missing:
+        raise await asyncio.to_thread(_refused, store, caller, missing[0])
+    _count_created(news)
+    return now.get(news[0].id) or applied.tasks[news[0].id]
 
 
 def create_tasks_once(
@@ -183,9 +205,13 @@ def _create(
     missing = [new for new in news if new.id not in applied.tasks]
     if missing:
         raise _refused(store, caller, missing[0])
+    _count_created(news)
+    return [now.get(new.id) or applied.tasks[new.id] for new in news], False
+
+
+def _count_created(news: Sequence[NewTask]) -> None:
     for new in news:
         TASKS_CREATED.labels(kind=kind_label(new.spec.kind)).inc()
-    return [now.get(new.id) or applied.tasks[new.id] for new in news], False
 
 
 class _Missing(Exception):

@@ -39,17 +39,24 @@ _counts: dict[tuple[str, uuid.UUID], _Count] = {}
 _lock = threading.Lock()
 
 
-def check_open_tasks(store: Store, organization_id: uuid.UUID, *, adding: int = 1) -> None:
+def check_open_tasks(
+    store: Store, organization_id: uuid.UUID, *, adding: int = 1, may_read: bool = True
+) -> bool:
     """Raise :class:`QuotaExceeded` if ``adding`` more tasks would take the
-    organization past ``MAX_OPEN_TASKS_PER_ORG``; else count them."""
+    organization past ``MAX_OPEN_TASKS_PER_ORG``; else count them (True).
+    With ``may_read`` False (a caller on an event loop) nothing is checked
+    when the count must be read again first: False, and the caller checks
+    again where it may wait on the database."""
     limit = store.settings.max_open_tasks_per_org
     if limit <= 0:
-        return
+        return True
     key = (store.settings.database_url, organization_id)
     with _lock:
         count = _counts.get(key)
     now = time.monotonic()
     if count is None or now - count.read_at >= REFRESH_SECONDS:
+        if not may_read:
+            return False
         with store.statement() as conn:
             count = _Count(count_open_tasks(conn, organization_id, limit=limit + 1), now)
     with _lock:
@@ -62,3 +69,4 @@ def check_open_tasks(store: Store, organization_id: uuid.UUID, *, adding: int = 
                 retry_after=max(1, round(REFRESH_SECONDS)),
             )
         count.value += adding
+    return True

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from collections import Counter
@@ -15,14 +16,14 @@ import redis
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from tasks_core.lifecycle.shared_creates import creates_for
+from tasks_core.lifecycle.shared_creates import creates_for, loop_creates_for
 from tasks_core.queues import queue_name
 from tasks_core.records import Caller
 from tasks_core.status import Status
 from tasks_core.storage.tasks import get_task
 from tasks_core.store import Store
 from tasks_core.task import TaskRecord, TaskSpec
-from tasks_core.usecases.create import create_task
+from tasks_core.usecases.create import create_task, create_task_soon
 from tests.integration.test_api_queueing import ids_on
 from tests.integration.test_run_batching import counted
 from tests.support.api import OrgClient
@@ -194,3 +195,48 @@ def test_concurrent_creates_from_many_threads_each_make_one_task(
             {"ids": answers},
         ).scalar_one()
     assert stored == threads * 10
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    """Let the loop run until ``condition`` holds (10 s at most)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while not condition():
+        assert loop.time() < deadline, what
+        await asyncio.sleep(0.001)
+
+
+def test_creates_awaited_on_a_loop_that_wait_together_are_inserted_in_one_statement(
+    acme: OrgClient, store: Store
+) -> None:
+    """The API's path: creates awaited on its event loop share a set while
+    one is in flight, and the loop runs on meanwhile (it waits here, on the
+    loop, for the held insert)."""
+    caller = _caller(acme)
+    creates = loop_creates_for(store, caller.actor)
+    sets_before = creates.sets_sent
+
+    async def main() -> tuple[list[TaskRecord], int]:
+        with held_inserts(store) as release, counted(store) as statements:
+            first = asyncio.ensure_future(create_task_soon(store, caller, _spec(0)))
+            await _until(lambda: statements[0] == 1, "the first insert was not sent")
+            statements[0] = 0
+            behind = [asyncio.ensure_future(create_task_soon(store, caller, _spec(i)))
+                      for i in range(1, K + 1)]  # fmt: skip
+            await _until(lambda: creates.waiting == K, "the creates behind it did not join")
+            assert not first.done()
+            release()
+            tasks = await asyncio.gather(first, *behind)
+        return tasks, statements[0]
+
+    tasks, statements = asyncio.run(main())
+    assert [t.target_id for t in tasks] == [f"job-{i}" for i in range(K + 1)]
+    assert all(t.status is Status.QUEUED for t in tasks)
+    assert len({t.id for t in tasks}) == K + 1
+    assert creates.sets_sent - sets_before == 2 and statements == 1
+    with store.statement() as conn:
+        stored = conn.execute(
+            text("SELECT count(*) FROM tasks WHERE id = ANY(:ids) AND status = 'queued'"),
+            {"ids": [t.id for t in tasks]},
+        ).scalar_one()
+    assert stored == K + 1

@@ -1,0 +1,196 @@
+"""Group commit for coroutines (tasks_core/group_commit.py: LoopBatcher): the
+callers on an event loop share sets, sent by pool threads, and the loop
+never waits for a set."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tasks_core.group_commit import LoopBatcher
+from tests.support.wait import wait_until
+
+
+class Refused(Exception):
+    pass
+
+
+class HeldSends:
+    """A ``send`` whose first set is held in flight until ``release()``;
+    it records every set it is given and answers ``item * 10`` (or what
+    ``rest`` says, for the sets after the first)."""
+
+    def __init__(self, rest: Callable[[Sequence[int]], list[int]] | None = None) -> None:
+        self.sets: list[list[int]] = []
+        self.held = threading.Event()  # the first set is in flight
+        self._go = threading.Event()
+        self._rest = rest
+
+    def __call__(self, items: Sequence[int]) -> list[int]:
+        self.sets.append(list(items))
+        if len(self.sets) == 1:
+            self.held.set()
+            self._go.wait(10)
+        elif self._rest is not None:
+            return self._rest(items)
+        return [i * 10 for i in items]
+
+    def release(self) -> None:
+        self._go.set()
+
+
+@pytest.fixture
+def threads() -> Iterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(2)
+    yield pool
+    pool.shutdown(wait=True)
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    """Let the loop run until ``condition`` holds (10 s at most)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while not condition():
+        assert loop.time() < deadline, what
+        await asyncio.sleep(0)
+
+
+async def _behind_a_held_set(
+    batcher: LoopBatcher[int, int], sends: HeldSends, first: int, others: Sequence[int]
+) -> list[object]:
+    """Submit ``first`` and hold its set; submit ``others`` meanwhile; let
+    it go. What each caller got (a value, or the error raised to it)."""
+    held = asyncio.ensure_future(batcher.submit(first))
+    await _until(sends.held.is_set, "the first set was not sent")
+    behind = [asyncio.ensure_future(batcher.submit(i)) for i in others]
+    await _until(lambda: batcher.waiting == len(others), "the others did not join")
+    sends.release()
+    return await asyncio.gather(held, *behind, return_exceptions=True)
+
+
+def test_a_lone_request_goes_at_once_alone(threads: ThreadPoolExecutor) -> None:
+    sends = HeldSends()
+    sends.release()
+    batcher: LoopBatcher[int, int] = LoopBatcher(sends, threads=threads)
+    assert asyncio.run(batcher.submit(7)) == 70
+    assert sends.sets == [[7]] and batcher.sets_sent == 1
+
+
+def test_requests_that_arrive_while_a_set_is_in_flight_go_together_next(
+    threads: ThreadPoolExecutor,
+) -> None:
+    sends = HeldSends()
+    batcher: LoopBatcher[int, int] = LoopBatcher(sends, threads=threads)
+    answers = asyncio.run(_behind_a_held_set(batcher, sends, 1, range(2, 10)))
+    assert answers == [i * 10 for i in range(1, 10)]  # each caller its own result
+    assert sends.sets == [[1], list(range(2, 10))]
+
+
+def test_a_set_holds_at_most_max_size_requests(threads: ThreadPoolExecutor) -> None:
+    sends = HeldSends()
+    batcher: LoopBatcher[int, int] = LoopBatcher(sends, threads=threads, max_size=3)
+    answers = asyncio.run(_behind_a_held_set(batcher, sends, 0, range(1, 8)))
+    assert answers == [i * 10 for i in range(8)]
+    assert sends.sets == [[0], [1, 2, 3], [4, 5, 6], [7]]
+
+
+def test_a_set_refused_for_one_item_is_sent_again_item_by_item(
+    threads: ThreadPoolExecutor,
+) -> None:
+    def rest(items: Sequence[int]) -> list[int]:
+        if 5 in items:
+            raise Refused(f"refused {items}")
+        return [i * 10 for i in items]
+
+    sends = HeldSends(rest)
+    batcher: LoopBatcher[int, int] = LoopBatcher(sends, threads=threads)
+    answers = asyncio.run(_behind_a_held_set(batcher, sends, 1, [4, 5, 6]))
+    assert answers[:2] == [10, 40] and answers[3] == 60
+    assert isinstance(answers[2], Refused) and str(answers[2]) == "refused [5]"
+    assert sends.sets == [[1], [4, 5, 6], [4], [5], [6]]
+    assert batcher.sets_sent == 5
+
+
+def test_an_error_no_item_is_at_fault_for_reaches_every_caller_of_the_set(
+    threads: ThreadPoolExecutor,
+) -> None:
+    def rest(items: Sequence[int]) -> list[int]:
+        raise Refused("the database is down")
+
+    sends = HeldSends(rest)
+    batcher: LoopBatcher[int, int] = LoopBatcher(sends, threads=threads, split=lambda _: False)
+    answers = asyncio.run(_behind_a_held_set(batcher, sends, 1, [2, 3]))
+    assert answers[0] == 10
+    assert all(isinstance(a, Refused) for a in answers[1:])
+    assert sends.sets == [[1], [2, 3]]
+
+
+def test_the_loop_runs_on_while_its_set_is_in_flight(threads: ThreadPoolExecutor) -> None:
+    sends = HeldSends()
+    batcher: LoopBatcher[int, int] = LoopBatcher(sends, threads=threads)
+
+    async def main() -> int:
+        ticks = 0
+        waiting = asyncio.ensure_future(batcher.submit(1))
+        await _until(sends.held.is_set, "the set was not sent")
+        while ticks < 100:  # the loop is free: other coroutines run
+            ticks += 1
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        sends.release()
+        return await waiting
+
+    assert asyncio.run(main()) == 10
+
+
+def test_a_caller_that_stops_waiting_leaves_its_item_in_the_set(
+    threads: ThreadPoolExecutor,
+) -> None:
+    sends = HeldSends()
+    batcher: LoopBatcher[int, int] = LoopBatcher(sends, threads=threads)
+
+    async def main() -> list[object]:
+        held = asyncio.ensure_future(batcher.submit(1))
+        await _until(sends.held.is_set, "the first set was not sent")
+        gone = asyncio.ensure_future(batcher.submit(2))
+        stays = asyncio.ensure_future(batcher.submit(3))
+        await _until(lambda: batcher.waiting == 2, "the others did not join")
+        gone.cancel()
+        sends.release()
+        return await asyncio.gather(held, stays)
+
+    assert asyncio.run(main()) == [10, 30]
+    assert sends.sets == [[1], [2, 3]]  # sent whole: the item may already be stored
+
+
+def test_callers_on_different_loops_share_a_set_and_are_each_answered_on_their_own(
+    threads: ThreadPoolExecutor,
+) -> None:
+    sends = HeldSends()
+    batcher: LoopBatcher[int, int] = LoopBatcher(sends, threads=threads)
+    answers: dict[int, tuple[int | None, int]] = {}
+
+    def on_a_loop_of_its_own(item: int) -> None:
+        async def call() -> None:
+            value = await batcher.submit(item)
+            answers[item] = (value, threading.get_ident())
+
+        asyncio.run(call())
+
+    first = threading.Thread(target=on_a_loop_of_its_own, args=(1,))
+    first.start()
+    assert sends.held.wait(10)
+    others = [threading.Thread(target=on_a_loop_of_its_own, args=(i,)) for i in (2, 3)]
+    for thread in others:
+        thread.start()
+    wait_until(lambda: batcher.waiting == 2, timeout=10, message="the others did not join")
+    sends.release()
+    for thread in [first, *others]:
+        thread.join(10)
+    assert {item: value for item, (value, _) in answers.items()} == {1: 10, 2: 20, 3: 30}
+    assert sends.sets == [[1], [2, 3]]
+    assert len({ident for _, ident in answers.values()}) == 3  # each on its own loop's thread
