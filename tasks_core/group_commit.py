@@ -126,7 +126,8 @@ class LoopBatcher(Generic[T, R]):
     once many requests were in flight. Here a request only joins the
     pending list: when no set is in flight, one thread of ``threads`` takes
     the list as a set, sends it, settles each caller's future on the
-    caller's own loop, and goes on with what arrived meanwhile. So a set
+    caller's own loop, and queues what arrived meanwhile as the next set
+    (behind other batchers' sets: the threads are shared fairly). So a set
     costs one hop, however many requests it carries, and a loop never
     waits for the database. One set of a batcher is in flight at a time.
 
@@ -164,34 +165,44 @@ class LoopBatcher(Generic[T, R]):
             self._pending.append((Answer(item), future))
             start, self._busy = not self._busy, True
         if start:
-            try:
-                self._threads.submit(self._drain)
-            except BaseException:  # no thread to send it (the pool is shut down)
-                with self._lock:
-                    self._pending.clear()
-                    self._busy = False
-                raise
+            self._queue_next_set()
         return await future
 
-    def _drain(self) -> None:
-        """In a pool thread: send sets until none is pending."""
+    def _queue_next_set(self) -> None:
+        """Give the next set to a pool thread; without one (the pool is shut
+        down) every waiting caller gets the error."""
         try:
-            while True:
-                with self._lock:
-                    batch, self._pending = self._pending[: self._max], self._pending[self._max :]
-                    if not batch:
-                        self._busy = False
-                        return
-                self.sets_sent += send_set(self._send, self._split, [a for a, _ in batch])
-                for answer, future in batch:
-                    _resolve_soon(future, answer)
+            self._threads.submit(self._send_next_set)
+        except RuntimeError as exc:  # "cannot schedule new futures after shutdown"
+            self._fail([], exc)
+
+    def _send_next_set(self) -> None:
+        """In a pool thread: send one set, then queue the next one behind
+        the sets of the other batchers, so that a batcher that never runs
+        dry (one busy API key) does not keep a thread to itself."""
+        with self._lock:
+            batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+        try:
+            self.sets_sent += send_set(self._send, self._split, [a for a, _ in batch])
         except BaseException as exc:  # never leave callers waiting on a dead thread
-            with self._lock:
-                stranded, self._pending, self._busy = self._pending, [], False
-            for answer, future in stranded:
-                answer.error = exc
-                _resolve_soon(future, answer)
+            self._fail(batch, exc)
             raise
+        for answer, future in batch:
+            _resolve_soon(future, answer)
+        with self._lock:
+            more = bool(self._pending)
+            self._busy = more
+        if more:
+            self._queue_next_set()
+
+    def _fail(
+        self, batch: list[tuple[Answer[T, R], asyncio.Future[R | None]]], exc: BaseException
+    ) -> None:
+        with self._lock:
+            stranded, self._pending, self._busy = [*batch, *self._pending], [], False
+        for answer, future in stranded:
+            answer.error = exc
+            _resolve_soon(future, answer)
 
 
 def send_set(

@@ -80,8 +80,9 @@ def _part(move: Create, applied: Applied, now: dict[uuid.UUID, TaskRecord]) -> C
 # to fall out is made again when its actor comes back.
 MAX_ACTORS = 1024
 # The threads that send the sets of coroutines' creates: sets of different
-# actors go in parallel, each on a connection of the store's pool.
-SET_THREADS = 4
+# actors go in parallel, each on a connection of the store's pool (10 by
+# default), and each actor's next set queues behind the others'.
+SET_THREADS = 8
 Send = Callable[[Sequence[Create]], list[Created]]
 B = TypeVar("B")
 _lock = threading.Lock()

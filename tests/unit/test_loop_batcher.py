@@ -194,3 +194,50 @@ def test_callers_on_different_loops_share_a_set_and_are_each_answered_on_their_o
     assert {item: value for item, (value, _) in answers.items()} == {1: 10, 2: 20, 3: 30}
     assert sends.sets == [[1], [2, 3]]
     assert len({ident for _, ident in answers.values()}) == 3  # each on its own loop's thread
+
+
+def test_a_batcher_that_never_runs_dry_does_not_keep_the_pool_thread_to_itself() -> None:
+    """One pool thread, a batcher whose callers keep coming: another
+    batcher's request is sent after the busy one's current set, not after
+    it runs dry."""
+    pool = ThreadPoolExecutor(1)
+    order: list[str] = []
+    gate = threading.Event()
+
+    def busy_send(items: Sequence[int]) -> list[int]:
+        order.append("busy")
+        gate.wait(10)
+        return list(items)
+
+    def other_send(items: Sequence[int]) -> list[int]:
+        order.append("other")
+        return list(items)
+
+    busy: LoopBatcher[int, int] = LoopBatcher(busy_send, threads=pool)
+    other: LoopBatcher[int, int] = LoopBatcher(other_send, threads=pool)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(busy.submit(1))
+        await _until(lambda: order == ["busy"], "the busy batcher's set was not sent")
+        second = asyncio.ensure_future(busy.submit(2))  # its next set, pending
+        await _until(lambda: busy.waiting == 1, "the busy batcher's next set did not join")
+        theirs = asyncio.ensure_future(other.submit(3))
+        await asyncio.sleep(0)
+        gate.set()
+        assert await theirs == 3
+        await asyncio.gather(first, second)
+
+    try:
+        asyncio.run(main())
+    finally:
+        pool.shutdown(wait=True)
+    assert order == ["busy", "other", "busy"]
+
+
+def test_callers_are_told_when_no_thread_is_left_to_send_their_set() -> None:
+    pool = ThreadPoolExecutor(1)
+    pool.shutdown()
+    batcher: LoopBatcher[int, int] = LoopBatcher(lambda items: list(items), threads=pool)
+    with pytest.raises(RuntimeError, match="shutdown"):
+        asyncio.run(batcher.submit(1))
+    assert batcher.waiting == 0
