@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from tasks_core.storage.errors import DatabaseFailure, classify
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -118,6 +121,51 @@ class Batcher(Generic[T, R]):
         self.sets_sent += send_set(self._send, self._split, batch)
 
 
+class Runs(Protocol):
+    """Where a :class:`LoopBatcher` sends its sets: ``submit`` runs the
+    callable on some thread, and raises ``RuntimeError`` once shut down."""
+
+    def submit(self, fn: Callable[[], None], /) -> object: ...
+
+
+class SetThreads:
+    """A fixed pool of daemon threads running what it is given, in order.
+
+    Daemon, unlike ``concurrent.futures``' pools, which are joined at exit:
+    a process that is stopping must not wait on a set stuck on a database
+    that does not answer (a network cut); the set's callers get no answer,
+    as after a crash, and a create they send again with its
+    ``Idempotency-Key`` is answered once."""
+
+    def __init__(self, count: int, name: str) -> None:
+        self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._open = True
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"{name}-{n}", daemon=True)
+            for n in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[[], None], /) -> None:
+        if not self._open:
+            raise RuntimeError("cannot run new work after shutdown")
+        self._work.put(fn)
+
+    def shutdown(self) -> None:
+        """Let the threads end once the work given so far is done."""
+        self._open = False
+        for _ in self._threads:
+            self._work.put(None)
+
+    def _serve(self) -> None:
+        while (fn := self._work.get()) is not None:
+            try:
+                fn()
+            except Exception:  # a thread must go on for the other sets
+                log.exception("a set failed in its thread")
+
+
 class LoopBatcher(Generic[T, R]):
     """:class:`Batcher` for coroutines: ``await submit(item)``.
 
@@ -139,7 +187,7 @@ class LoopBatcher(Generic[T, R]):
         self,
         send: Callable[[Sequence[T]], Sequence[R]],
         *,
-        threads: Executor,
+        threads: Runs,
         max_size: int = MAX_SET,
         split: Callable[[Exception], bool] = lambda _: True,
     ):
@@ -173,7 +221,7 @@ class LoopBatcher(Generic[T, R]):
         down) every waiting caller gets the error."""
         try:
             self._threads.submit(self._send_next_set)
-        except RuntimeError as exc:  # "cannot schedule new futures after shutdown"
+        except RuntimeError as exc:  # the pool is shut down
             self._fail([], exc)
 
     def _send_next_set(self) -> None:

@@ -32,10 +32,9 @@ import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from tasks_core.group_commit import Batcher, LoopBatcher, one_item_at_fault
+from tasks_core.group_commit import Batcher, LoopBatcher, SetThreads, one_item_at_fault
 from tasks_core.lifecycle.moves import Applied, Create
 from tasks_core.lifecycle.publishing import create
 from tasks_core.store import Store
@@ -87,7 +86,7 @@ Send = Callable[[Sequence[Create]], list[Created]]
 B = TypeVar("B")
 _lock = threading.Lock()
 _batchers: OrderedDict[tuple[int, int, str, str], tuple[weakref.ref[Store], Any]] = OrderedDict()
-_pools: dict[int, ThreadPoolExecutor] = {}
+_pools: dict[int, SetThreads] = {}
 
 
 def creates_for(store: Store, actor: str) -> Batcher[Create, Created]:
@@ -128,9 +127,9 @@ def _batcher_of(store: Store, actor: str, front: str, make: Callable[[Send], B])
         return batcher
 
 
-def _set_threads() -> ThreadPoolExecutor:
+def _set_threads() -> SetThreads:
     """This process's pool of set-sending threads (called under ``_lock``)."""
     pool = _pools.get(os.getpid())
     if pool is None:
-        pool = _pools[os.getpid()] = ThreadPoolExecutor(SET_THREADS, "create-sets")
+        pool = _pools[os.getpid()] = SetThreads(SET_THREADS, "create-sets")
     return pool

@@ -1,17 +1,16 @@
-"""Group commit for coroutines (tasks_core/group_commit.py: LoopBatcher): the
-callers on an event loop share sets, sent by pool threads, and the loop
-never waits for a set."""
+"""Group commit for coroutines (tasks_core/group_commit.py: LoopBatcher and
+its SetThreads): the callers on an event loop share sets, sent by pool
+threads, and the loop never waits for a set."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tasks_core.group_commit import LoopBatcher
+from tasks_core.group_commit import LoopBatcher, SetThreads
 from tests.support.wait import wait_until
 
 
@@ -44,10 +43,10 @@ class HeldSends:
 
 
 @pytest.fixture
-def threads() -> Iterator[ThreadPoolExecutor]:
-    pool = ThreadPoolExecutor(2)
+def threads() -> Iterator[SetThreads]:
+    pool = SetThreads(2, "test-sets")
     yield pool
-    pool.shutdown(wait=True)
+    pool.shutdown()
 
 
 async def _until(condition: Callable[[], bool], what: str) -> None:
@@ -72,7 +71,7 @@ async def _behind_a_held_set(
     return await asyncio.gather(held, *behind, return_exceptions=True)
 
 
-def test_a_lone_request_goes_at_once_alone(threads: ThreadPoolExecutor) -> None:
+def test_a_lone_request_goes_at_once_alone(threads: SetThreads) -> None:
     sends = HeldSends()
     sends.release()
     batcher: LoopBatcher[int, int] = LoopBatcher(sends, threads=threads)
@@ -81,7 +80,7 @@ def test_a_lone_request_goes_at_once_alone(threads: ThreadPoolExecutor) -> None:
 
 
 def test_requests_that_arrive_while_a_set_is_in_flight_go_together_next(
-    threads: ThreadPoolExecutor,
+    threads: SetThreads,
 ) -> None:
     sends = HeldSends()
     batcher: LoopBatcher[int, int] = LoopBatcher(sends, threads=threads)
@@ -90,7 +89,7 @@ def test_requests_that_arrive_while_a_set_is_in_flight_go_together_next(
     assert sends.sets == [[1], list(range(2, 10))]
 
 
-def test_a_set_holds_at_most_max_size_requests(threads: ThreadPoolExecutor) -> None:
+def test_a_set_holds_at_most_max_size_requests(threads: SetThreads) -> None:
     sends = HeldSends()
     batcher: LoopBatcher[int, int] = LoopBatcher(sends, threads=threads, max_size=3)
     answers = asyncio.run(_behind_a_held_set(batcher, sends, 0, range(1, 8)))
@@ -99,7 +98,7 @@ def test_a_set_holds_at_most_max_size_requests(threads: ThreadPoolExecutor) -> N
 
 
 def test_a_set_refused_for_one_item_is_sent_again_item_by_item(
-    threads: ThreadPoolExecutor,
+    threads: SetThreads,
 ) -> None:
     def rest(items: Sequence[int]) -> list[int]:
         if 5 in items:
@@ -116,7 +115,7 @@ def test_a_set_refused_for_one_item_is_sent_again_item_by_item(
 
 
 def test_an_error_no_item_is_at_fault_for_reaches_every_caller_of_the_set(
-    threads: ThreadPoolExecutor,
+    threads: SetThreads,
 ) -> None:
     def rest(items: Sequence[int]) -> list[int]:
         raise Refused("the database is down")
@@ -129,7 +128,7 @@ def test_an_error_no_item_is_at_fault_for_reaches_every_caller_of_the_set(
     assert sends.sets == [[1], [2, 3]]
 
 
-def test_the_loop_runs_on_while_its_set_is_in_flight(threads: ThreadPoolExecutor) -> None:
+def test_the_loop_runs_on_while_its_set_is_in_flight(threads: SetThreads) -> None:
     sends = HeldSends()
     batcher: LoopBatcher[int, int] = LoopBatcher(sends, threads=threads)
 
@@ -148,7 +147,7 @@ def test_the_loop_runs_on_while_its_set_is_in_flight(threads: ThreadPoolExecutor
 
 
 def test_a_caller_that_stops_waiting_leaves_its_item_in_the_set(
-    threads: ThreadPoolExecutor,
+    threads: SetThreads,
 ) -> None:
     sends = HeldSends()
     batcher: LoopBatcher[int, int] = LoopBatcher(sends, threads=threads)
@@ -168,7 +167,7 @@ def test_a_caller_that_stops_waiting_leaves_its_item_in_the_set(
 
 
 def test_callers_on_different_loops_share_a_set_and_are_each_answered_on_their_own(
-    threads: ThreadPoolExecutor,
+    threads: SetThreads,
 ) -> None:
     sends = HeldSends()
     batcher: LoopBatcher[int, int] = LoopBatcher(sends, threads=threads)
@@ -200,7 +199,7 @@ def test_a_batcher_that_never_runs_dry_does_not_keep_the_pool_thread_to_itself()
     """One pool thread, a batcher whose callers keep coming: another
     batcher's request is sent after the busy one's current set, not after
     it runs dry."""
-    pool = ThreadPoolExecutor(1)
+    pool = SetThreads(1, "one-set-thread")
     order: list[str] = []
     gate = threading.Event()
 
@@ -230,14 +229,33 @@ def test_a_batcher_that_never_runs_dry_does_not_keep_the_pool_thread_to_itself()
     try:
         asyncio.run(main())
     finally:
-        pool.shutdown(wait=True)
+        pool.shutdown()
     assert order == ["busy", "other", "busy"]
 
 
 def test_callers_are_told_when_no_thread_is_left_to_send_their_set() -> None:
-    pool = ThreadPoolExecutor(1)
+    pool = SetThreads(1, "gone")
     pool.shutdown()
     batcher: LoopBatcher[int, int] = LoopBatcher(lambda items: list(items), threads=pool)
     with pytest.raises(RuntimeError, match="shutdown"):
         asyncio.run(batcher.submit(1))
     assert batcher.waiting == 0
+
+
+def test_set_threads_are_daemons_that_outlive_a_failed_run() -> None:
+    """Daemons: a process stopping does not wait on a set stuck on the
+    database. A run that raises is logged, and the thread goes on."""
+    pool = SetThreads(1, "daemon-check")
+    done = threading.Event()
+
+    def fails() -> None:
+        raise RuntimeError("a set that failed")
+
+    try:
+        pool.submit(fails)
+        pool.submit(done.set)
+        assert done.wait(10)
+        ours = [t for t in threading.enumerate() if t.name.startswith("daemon-check")]
+        assert len(ours) == 1 and ours[0].daemon
+    finally:
+        pool.shutdown()
