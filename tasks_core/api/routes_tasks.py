@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
@@ -31,7 +30,6 @@ from tasks_core.storage.idempotency import request_digest
 from tasks_core.usecases.cancel import cancel_task
 from tasks_core.usecases.create import (
     Idempotency,
-    create_task_once,
     create_task_soon,
     create_tasks_once,
 )
@@ -83,16 +81,10 @@ async def create(
     """Create a task. A task created with status `created` (the default) is
     published on its queue and answered as `queued`; any other status makes a
     record of work done elsewhere, never published."""
-    # Async: a create without a key is sent from the event loop in a set
-    # with the others in flight (usecases.create.create_task_soon); one with
-    # a key needs its own transaction, in the threadpool.
-    if idempotency_key is None:
-        task, replayed = await create_task_soon(store, caller, body.to_spec()), False
-    else:
-        idempotency = idempotency_of(idempotency_key, body)
-        task, replayed = await run_in_threadpool(
-            create_task_once, store, caller, body.to_spec(), idempotency=idempotency
-        )
+    # Async: the create is sent from the event loop in a set with the
+    # caller's others in flight (usecases.create.create_task_soon).
+    idempotency = idempotency_of(idempotency_key, body)
+    task, replayed = await create_task_soon(store, caller, body.to_spec(), idempotency=idempotency)
     return JSONResponse(task_out(task), status_code=201, headers=_replayed(replayed))
 
 

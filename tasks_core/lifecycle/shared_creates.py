@@ -14,7 +14,14 @@ Each create keeps its meaning in a set: its tasks are inserted or refused
 on their own (a missing parent refuses one task, not the set), a value
 PostgreSQL refuses sends the set again one create at a time so that the
 error is its caller's alone, and an outage fails each caller as it would
-alone. Each caller (actor: an API key) has its sets of its own, so that a
+alone. A create may bring an ``inside`` of its own (what must commit with
+its insert, or not at all: an ``Idempotency-Key``'s claim): a set with one
+runs in a transaction, each ``inside`` called with its own create's part,
+and one that refuses its create (raises :class:`ItemRefused`, or a
+``Conflict``: its key names another body) sends the set again one create
+at a time.
+
+Each caller (actor: an API key) has its sets of its own, so that a
 set is one statement, committed or refused as a whole, and its events name
 who created each task.
 
@@ -34,6 +41,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from sqlalchemy import Connection
+
+from tasks_core.errors import Conflict
 from tasks_core.group_commit import Batcher, LoopBatcher, SetThreads, one_item_at_fault
 from tasks_core.lifecycle.moves import Applied, Create
 from tasks_core.lifecycle.publishing import create
@@ -41,29 +51,51 @@ from tasks_core.store import Store
 from tasks_core.task import TaskRecord
 
 Created = tuple[Applied, dict[uuid.UUID, TaskRecord]]
+Inside = Callable[[Connection, Applied], None]
+Shared = tuple[Create, Inside | None]  # a create of a set, and what commits with it
 
 
-def create_shared(store: Store, move: Create) -> Created:
-    """Like ``publishing.create(store, move)`` (no ``inside``), its statement
+class ItemRefused(Exception):
+    """Raised by a create's ``inside`` when that create can not go as it is
+    (the set is sent again one create at a time, so that it is its own)."""
+
+
+def create_shared(store: Store, move: Create, *, inside: Inside | None = None) -> Created:
+    """Like ``publishing.create(store, move, inside=inside)``, its statement
     shared with the concurrent creates of this process by the same actor."""
-    result = creates_for(store, move.actor).submit(move)
+    result = creates_for(store, move.actor).submit((move, inside))
     assert result is not None, "a set answers every create"
     return result
 
 
-async def create_shared_soon(store: Store, move: Create) -> Created:
+async def create_shared_soon(
+    store: Store, move: Create, *, inside: Inside | None = None
+) -> Created:
     """:func:`create_shared` for a coroutine: its loop does not wait on the database."""
-    result = await loop_creates_for(store, move.actor).submit(move)
+    result = await loop_creates_for(store, move.actor).submit((move, inside))
     assert result is not None, "a set answers every create"
     return result
 
 
-def _send(store: Store, actor: str, moves: Sequence[Create]) -> list[Created]:
+def _send(store: Store, actor: str, shared: Sequence[Shared]) -> list[Created]:
     """The creates of a set: one insert and one publish, each create answered
-    with its own tasks."""
-    news = tuple(new for move in moves for new in move.tasks)
-    applied, now = create(store, Create(news, actor=actor))
-    return [_part(move, applied, now) for move in moves]
+    with its own tasks; in one transaction with their ``inside``s, if any."""
+    news = tuple(new for move, _ in shared for new in move.tasks)
+    insides = [(move, inside) for move, inside in shared if inside is not None]
+
+    def each_inside(conn: Connection, applied: Applied) -> None:
+        for move, inside in insides:
+            inside(conn, _part(move, applied, {})[0])
+
+    applied, now = create(store, Create(news, actor=actor), inside=each_inside if insides else None)
+    return [_part(move, applied, now) for move, _ in shared]
+
+
+def _one_create_at_fault(exc: Exception) -> bool:
+    """A value PostgreSQL refuses, or a create its ``inside`` refused (a
+    ``Conflict`` too: a key used with another body, or a collision that
+    outlasted its retries, which each create then meets alone)."""
+    return isinstance(exc, ItemRefused | Conflict) or one_item_at_fault(exc)
 
 
 def _part(move: Create, applied: Applied, now: dict[uuid.UUID, TaskRecord]) -> Created:
@@ -82,23 +114,27 @@ MAX_ACTORS = 1024
 # actors go in parallel, each on a connection of the store's pool (10 by
 # default), and each actor's next set queues behind the others'.
 SET_THREADS = 8
-Send = Callable[[Sequence[Create]], list[Created]]
+Send = Callable[[Sequence[Shared]], list[Created]]
 B = TypeVar("B")
 _lock = threading.Lock()
 _batchers: OrderedDict[tuple[int, int, str, str], tuple[weakref.ref[Store], Any]] = OrderedDict()
 _pools: dict[int, SetThreads] = {}
 
 
-def creates_for(store: Store, actor: str) -> Batcher[Create, Created]:
+def creates_for(store: Store, actor: str) -> Batcher[Shared, Created]:
     """This process's batcher of ``actor``'s creates on ``store``, for threads."""
-    return _batcher_of(store, actor, "threads", lambda send: Batcher(send, split=one_item_at_fault))
+
+    def made(send: Send) -> Batcher[Shared, Created]:
+        return Batcher(send, split=_one_create_at_fault)
+
+    return _batcher_of(store, actor, "threads", made)
 
 
-def loop_creates_for(store: Store, actor: str) -> LoopBatcher[Create, Created]:
+def loop_creates_for(store: Store, actor: str) -> LoopBatcher[Shared, Created]:
     """This process's batcher of ``actor``'s creates on ``store``, for coroutines."""
 
-    def made(send: Send) -> LoopBatcher[Create, Created]:
-        return LoopBatcher(send, threads=_set_threads(), split=one_item_at_fault)
+    def made(send: Send) -> LoopBatcher[Shared, Created]:
+        return LoopBatcher(send, threads=_set_threads(), split=_one_create_at_fault)
 
     return _batcher_of(store, actor, "loop", made)
 
@@ -114,10 +150,10 @@ def _batcher_of(store: Store, actor: str, front: str, make: Callable[[Send], B])
         if found is None or found[0]() is not store:
             held = weakref.ref(store)
 
-            def send(moves: Sequence[Create]) -> list[Created]:
+            def send(shared: Sequence[Shared]) -> list[Created]:
                 live = held()
                 assert live is not None, "a store in use is alive"
-                return _send(live, actor, moves)
+                return _send(live, actor, shared)
 
             found = _batchers[key] = (held, make(send))
             if len(_batchers) > MAX_ACTORS:

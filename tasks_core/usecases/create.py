@@ -16,7 +16,12 @@ from tasks_core.flow_definitions import FLOW_KIND, Limits, check_input_sizes, pa
 from tasks_core.ids import new_id
 from tasks_core.lifecycle.moves import Applied, Create
 from tasks_core.lifecycle.publishing import create
-from tasks_core.lifecycle.shared_creates import create_shared, create_shared_soon
+from tasks_core.lifecycle.shared_creates import (
+    Inside,
+    ItemRefused,
+    create_shared,
+    create_shared_soon,
+)
 from tasks_core.metrics import TASKS_CREATED, kind_label
 from tasks_core.quotas import check_executor, check_timeout
 from tasks_core.records import Caller
@@ -82,25 +87,37 @@ def create_task_once(
     return tasks[0], replayed
 
 
-async def create_task_soon(store: Store, caller: Caller, spec: TaskSpec) -> TaskRecord:
-    """:func:`create_task` for a coroutine (the API's create without an
-    ``Idempotency-Key``): the same checks and the same one statement, shared
-    with the concurrent creates of the caller, and its loop never waits on
-    the database (``shared_creates.create_shared_soon``). What may wait (an
-    open-task count due to be read again, why a parent refused a task) is
-    done in a thread."""
+async def create_task_soon(
+    store: Store, caller: Caller, spec: TaskSpec, *, idempotency: Idempotency | None = None
+) -> tuple[TaskRecord, bool]:
+    """:func:`create_task_once` for a coroutine (the API's ``POST /v1/tasks``):
+    the same checks and the same statement, shared with the concurrent
+    creates of the caller (``shared_creates.create_shared_soon``), and its
+    loop never waits on the database. What may wait (an open-task count due
+    to be read again, a replay's tasks, why a parent refused a task) is done
+    in a thread."""
     news = [_validated(store, caller, spec)]
-    opening = sum(1 for new in news if not is_terminal(new.spec.status))
-    if opening and not check_open_tasks(
-        store, caller.organization_id, adding=opening, may_read=False
-    ):
-        await asyncio.to_thread(check_open_tasks, store, caller.organization_id, adding=opening)
-    applied, now = await create_shared_soon(store, Create(tuple(news), actor=caller.actor))
-    missing = [new for new in news if new.id not in applied.tasks]
-    if missing:
-        raise await asyncio.to_thread(_refused, store, caller, missing[0])
-    _count_created(news)
-    return now.get(news[0].id) or applied.tasks[news[0].id]
+    opening = _opening(news)
+    try:
+        org = caller.organization_id
+        if opening and not check_open_tasks(store, org, adding=opening, may_read=False):
+            await asyncio.to_thread(check_open_tasks, store, org, adding=opening)
+    except QuotaExceeded:
+        first = await asyncio.to_thread(_replay, store, caller, idempotency)
+        if first is None:
+            raise
+        return first[0], True
+    move, inside = _planned(caller, news, idempotency, batch=False)
+    try:
+        applied, now = await create_shared_soon(store, move, inside=inside)
+    except _Replayed as replay:
+        return (await asyncio.to_thread(_replayed, store, caller, replay))[0], True
+    except _Missing as refused:
+        raise await asyncio.to_thread(_refused, store, caller, refused.new) from None
+    missing = _missing(news, applied)
+    if missing is not None:
+        raise await asyncio.to_thread(_refused, store, caller, missing)
+    return _answered(news, applied, now)[0], False
 
 
 def create_tasks_once(
@@ -166,8 +183,8 @@ def _create(
     batch: bool,
 ) -> tuple[list[TaskRecord], bool]:
     """Insert validated tasks (one statement), publish them, answer them in order."""
-    opening = sum(1 for new in news if not is_terminal(new.spec.status))
-    if opening:  # a record of finished work is not open
+    opening = _opening(news)
+    if opening:
         try:
             check_open_tasks(store, caller.organization_id, adding=opening)
         except QuotaExceeded:
@@ -175,46 +192,76 @@ def _create(
             if first is None:
                 raise
             return first, True  # a retry of a create that was answered: not new tasks
+    move, inside = _planned(caller, news, idempotency, batch=batch)
+    # One create shares its statement (and its transaction, if it has one)
+    # with the concurrent creates of its caller; a batch, or tasks with
+    # parents among them, commit alone, all or nothing.
+    alone = batch or (len(news) > 1 and any(new.parent_id is not None for new in news))
+    try:
+        if alone:
+            applied, now = create(store, move, inside=inside)
+        else:
+            applied, now = create_shared(store, move, inside=inside)
+    except _Replayed as replay:  # the new tasks were rolled back; answer the first ones
+        return _replayed(store, caller, replay), True
+    except _Missing as refused:
+        raise _refused(store, caller, refused.new) from None
+    missing = _missing(news, applied)
+    if missing is not None:
+        raise _refused(store, caller, missing)
+    return _answered(news, applied, now), False
+
+
+def _opening(news: Sequence[NewTask]) -> int:
+    """How many of the tasks count as open (a record of finished work does not)."""
+    return sum(1 for new in news if not is_terminal(new.spec.status))
+
+
+def _planned(
+    caller: Caller, news: list[NewTask], idempotency: Idempotency | None, *, batch: bool
+) -> tuple[Create, Inside | None]:
+    """The create of ``news``, and what must commit with its insert or not at
+    all (the key's claim; a batch's or a tree's other tasks): None when
+    nothing does, and the insert needs no transaction."""
     move = Create(tuple(news), actor=caller.actor)
     if idempotency is not None:
         check_key(idempotency.key)
+    elif len(news) == 1 or not any(new.parent_id is not None for new in news):
+        return move, None
 
     def inside(conn: Connection, applied: Applied) -> None:
-        missing = [new for new in news if new.id not in applied.tasks]
-        if missing:  # all or nothing: roll back the others
-            raise _Missing(missing[0])
+        missing = _missing(news, applied)
+        if missing is not None:  # all or nothing: roll back the others
+            raise _Missing(missing)
         if idempotency is not None:
             _claim(conn, caller, idempotency, [new.id for new in news], batch=batch)
 
-    # A transaction only when something must commit with the insert or not at all.
-    parents = len(news) > 1 and any(new.parent_id is not None for new in news)
-    try:
-        if idempotency is None and not parents and not batch:
-            applied, now = create_shared(store, move)  # commits with concurrent creates
-        else:
-            applied, now = create(
-                store, move, inside=inside if idempotency is not None or parents else None
-            )
-    except _Replayed as replay:  # the new tasks were rolled back; answer the first ones
-        with store.statement() as conn:
-            first = get_tasks(conn, caller.organization_id, replay.task_ids)
-        assert len(first) == len(replay.task_ids), "a key is deleted with its tasks"
-        return first, True
-    except _Missing as refused:
-        raise _refused(store, caller, refused.new) from None
-    missing = [new for new in news if new.id not in applied.tasks]
-    if missing:
-        raise _refused(store, caller, missing[0])
-    _count_created(news)
-    return [now.get(new.id) or applied.tasks[new.id] for new in news], False
+    return move, inside
 
 
-def _count_created(news: Sequence[NewTask]) -> None:
+def _missing(news: Sequence[NewTask], applied: Applied) -> NewTask | None:
+    """The first task that was not inserted (its parent refused it), if any."""
+    return next((new for new in news if new.id not in applied.tasks), None)
+
+
+def _answered(
+    news: Sequence[NewTask], applied: Applied, now: dict[uuid.UUID, TaskRecord]
+) -> list[TaskRecord]:
+    """The created tasks, as they now are, in order; counted in the metrics."""
     for new in news:
         TASKS_CREATED.labels(kind=kind_label(new.spec.kind)).inc()
+    return [now.get(new.id) or applied.tasks[new.id] for new in news]
 
 
-class _Missing(Exception):
+def _replayed(store: Store, caller: Caller, replay: _Replayed) -> list[TaskRecord]:
+    """The tasks of the first create with a replayed key (the new ones were rolled back)."""
+    with store.statement() as conn:
+        first = get_tasks(conn, caller.organization_id, replay.task_ids)
+    assert len(first) == len(replay.task_ids), "a key is deleted with its tasks"
+    return first
+
+
+class _Missing(ItemRefused):
     """Raised inside the create transaction when a task's parent refused it."""
 
     def __init__(self, new: NewTask) -> None:
@@ -233,7 +280,7 @@ def _replay(
         return None if replay is None else get_tasks(conn, caller.organization_id, replay.tasks)
 
 
-class _Replayed(Exception):
+class _Replayed(ItemRefused):
     """Raised inside the create transaction to roll it back on a replay."""
 
     def __init__(self, task_ids: tuple[uuid.UUID, ...]) -> None:

@@ -16,14 +16,21 @@ import redis
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from tasks_core.errors import Conflict
 from tasks_core.lifecycle.shared_creates import creates_for, loop_creates_for
 from tasks_core.queues import queue_name
 from tasks_core.records import Caller
 from tasks_core.status import Status
+from tasks_core.storage.idempotency import request_digest
 from tasks_core.storage.tasks import get_task
 from tasks_core.store import Store
 from tasks_core.task import TaskRecord, TaskSpec
-from tasks_core.usecases.create import create_task, create_task_soon
+from tasks_core.usecases.create import (
+    Idempotency,
+    create_task,
+    create_task_once,
+    create_task_soon,
+)
 from tests.integration.test_api_queueing import ids_on
 from tests.integration.test_run_batching import counted
 from tests.support.api import OrgClient
@@ -226,8 +233,9 @@ def test_creates_awaited_on_a_loop_that_wait_together_are_inserted_in_one_statem
             await _until(lambda: creates.waiting == K, "the creates behind it did not join")
             assert not first.done()
             release()
-            tasks = await asyncio.gather(first, *behind)
-        return tasks, statements[0]
+            answers = await asyncio.gather(first, *behind)
+        assert not any(replayed for _, replayed in answers)
+        return [task for task, _ in answers], statements[0]
 
     tasks, statements = asyncio.run(main())
     assert [t.target_id for t in tasks] == [f"job-{i}" for i in range(K + 1)]
@@ -240,3 +248,96 @@ def test_creates_awaited_on_a_loop_that_wait_together_are_inserted_in_one_statem
             {"ids": [t.id for t in tasks]},
         ).scalar_one()
     assert stored == K + 1
+
+
+Job = tuple[TaskSpec, Idempotency | None]
+
+
+def _key(name: str, body: object = "same") -> Idempotency:
+    return Idempotency(key=name, digest=request_digest({"body": body}))
+
+
+def _soon_in_sets(
+    store: Store, caller: Caller, first: Job, behind: list[Job]
+) -> tuple[list[tuple[TaskRecord, bool] | BaseException], int]:
+    """Await ``first`` on a loop with inserts held, so that ``behind`` join
+    the next set; each answer (or error), and the statements after the first."""
+    creates = loop_creates_for(store, caller.actor)
+
+    async def soon(job: Job) -> tuple[TaskRecord, bool]:
+        return await create_task_soon(store, caller, job[0], idempotency=job[1])
+
+    async def main() -> tuple[list[tuple[TaskRecord, bool] | BaseException], int]:
+        with held_inserts(store) as release, counted(store) as statements:
+            head = asyncio.ensure_future(soon(first))
+            await _until(lambda: statements[0] == 1, "the first insert was not sent")
+            statements[0] = 0
+            rest = [asyncio.ensure_future(soon(job)) for job in behind]
+            await _until(lambda: creates.waiting == len(behind), "the creates did not join")
+            release()
+            answers = await asyncio.gather(head, *rest, return_exceptions=True)
+        return answers, statements[0]
+
+    return asyncio.run(main())
+
+
+def test_keyed_creates_awaited_together_share_one_transaction(
+    acme: OrgClient, store: Store
+) -> None:
+    """Creates with an Idempotency-Key (the client sends one with each) share
+    a set too: one insert and each key's claim, in one transaction."""
+    caller = _caller(acme)
+    creates = loop_creates_for(store, caller.actor)
+    sets_before = creates.sets_sent
+    behind: list[Job] = [(_spec(i), _key(f"order-{i}")) for i in range(1, K + 1)]
+    answers, statements = _soon_in_sets(store, caller, (_spec(0), _key("order-0")), behind)
+    assert all(not isinstance(a, BaseException) and not a[1] for a in answers), answers
+    tasks = [a[0] for a in answers if not isinstance(a, BaseException)]
+    assert [t.target_id for t in tasks] == [f"job-{i}" for i in range(K + 1)]
+    assert creates.sets_sent - sets_before == 2
+    # After the first's insert: its key's claim, then the set's one insert
+    # and the claim of each of its keys, in one transaction.
+    assert statements == 1 + 1 + K
+    # Each key is bound to its own task: a retry answers it.
+    for i, task in enumerate(tasks):
+        again, replayed = create_task_once(store, caller, _spec(i), idempotency=_key(f"order-{i}"))
+        assert again.id == task.id and replayed
+
+
+def test_a_replayed_key_in_a_set_answers_its_first_task_and_the_others_their_own(
+    acme: OrgClient, store: Store
+) -> None:
+    caller = _caller(acme)
+    earlier = create_task(store, caller, _spec(99), idempotency=_key("retried"))
+    creates = loop_creates_for(store, caller.actor)
+    sets_before = creates.sets_sent
+    behind: list[Job] = [(_spec(i), _key(f"new-{i}")) for i in range(1, 4)]
+    behind.insert(1, (_spec(99), _key("retried")))
+    answers, _ = _soon_in_sets(store, caller, (_spec(0), None), behind)
+    assert not any(isinstance(a, BaseException) for a in answers), answers
+    got = [a for a in answers if not isinstance(a, BaseException)]
+    assert got[2][0].id == earlier.id and got[2][1]  # the retry: its first task, replayed
+    fresh = [task for i, (task, replayed) in enumerate(got) if i != 2]
+    assert all(not replayed for i, (_, replayed) in enumerate(got) if i != 2)
+    assert len({t.id for t in fresh} | {earlier.id}) == len(got)
+    # The set was refused for the replay, then sent again one create at a time.
+    assert creates.sets_sent - sets_before == 2 + len(behind)
+    with store.statement() as conn:
+        stored = conn.execute(
+            text("SELECT count(*) FROM tasks WHERE organization_id = :o AND target_id = 'job-99'"),
+            {"o": caller.organization_id},
+        ).scalar_one()
+    assert stored == 1  # the retry made no second task
+
+
+def test_a_key_used_with_another_body_in_a_set_refuses_only_its_create(
+    acme: OrgClient, store: Store
+) -> None:
+    caller = _caller(acme)
+    create_task(store, caller, _spec(50), idempotency=_key("taken", body="first body"))
+    behind: list[Job] = [(_spec(1), _key("a")), (_spec(2), _key("taken", body="other")),
+                         (_spec(3), None)]  # fmt: skip
+    answers, _ = _soon_in_sets(store, caller, (_spec(0), None), behind)
+    assert isinstance(answers[2], Conflict), answers
+    made = [a for i, a in enumerate(answers) if i != 2]
+    assert all(not isinstance(a, BaseException) and not a[1] for a in made), answers
