@@ -2,10 +2,13 @@
 
     python -m tests.bench.concurrent_creates                # 1 and 32 clients, api --workers 1, 2
     python -m tests.bench.concurrent_creates --seconds 5 --clients 1 8 32
+    python -m tests.bench.concurrent_creates --idempotency-keys  # a fresh key on each create
 
 Fresh embedded PostgreSQL (fsync on) and Redis, and a real ``tasks-core api``
 per worker count. Each client is a keep-alive connection creating no-op
-tasks one by one for ``--seconds``; the clients are raw sockets of one
+tasks one by one for ``--seconds`` (with ``--idempotency-keys`` each
+create carries a fresh ``Idempotency-Key``, as ``TasksClient`` sends one
+with each create); the clients are raw sockets of one
 process (cheap, so that the load generator does not take the cores the
 server is measured on). No worker runs: this measures the create alone.
 Beside each figure: its ratio to one client's on the same server, the commits and
@@ -25,6 +28,7 @@ import re
 import selectors
 import socket
 import time
+import uuid
 from collections.abc import Sequence
 
 import psycopg
@@ -52,16 +56,22 @@ class _Connection:
     client library, so that on a small machine it does not take the cores
     the server is measured on."""
 
-    def __init__(self, port: int, request: bytes) -> None:
+    def __init__(self, port: int, request: bytes, keyed: bool = False) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.setblocking(False)
         self.request = request
+        self.keyed = keyed
         self.buffer = b""
         self.done = 0
 
     def send(self) -> None:
-        self.sock.sendall(self.request)
+        if not self.keyed:
+            self.sock.sendall(self.request)
+            return
+        head, _, body = self.request.partition(b"\r\n\r\n")
+        key = f"Idempotency-Key: {uuid.uuid4()}".encode()
+        self.sock.sendall(head + b"\r\n" + key + b"\r\n\r\n" + body)
 
     def on_readable(self) -> bool:
         """Read what came; True when a whole answer is in (and checked)."""
@@ -80,7 +90,9 @@ class _Connection:
         return True
 
 
-def creates_per_second(port: int, secret: str, clients: int, seconds: float) -> float:
+def creates_per_second(
+    port: int, secret: str, clients: int, seconds: float, keyed: bool = False
+) -> float:
     """Creates per second of ``clients`` concurrent keep-alive clients."""
     body = json.dumps(NOOP).encode()
     request = (
@@ -88,7 +100,7 @@ def creates_per_second(port: int, secret: str, clients: int, seconds: float) -> 
         f"Authorization: Bearer {secret}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
-    connections = [_Connection(port, request) for _ in range(clients)]
+    connections = [_Connection(port, request, keyed) for _ in range(clients)]
     with selectors.DefaultSelector() as selector:
         for connection in connections:
             selector.register(connection.sock, selectors.EVENT_READ, connection)
@@ -114,7 +126,9 @@ def _cpu(server: ApiServer, postgres: int | None) -> dict[str, float]:
     return {name: cpu_seconds(pids) for name, pids in groups.items()}
 
 
-def run(api_workers: Sequence[int], clients: Sequence[int], seconds: float) -> None:
+def run(
+    api_workers: Sequence[int], clients: Sequence[int], seconds: float, keyed: bool = False
+) -> None:
     with embedded_servers() as (pg, rd):
         enable_statement_stats(pg)
         upgrade(pg.url)
@@ -135,7 +149,7 @@ def run(api_workers: Sequence[int], clients: Sequence[int], seconds: float) -> N
                     for count in clients:
                         cpu = _cpu(server, pg.pid)
                         before = monitor.execute(COUNTERS).fetchone()
-                        rate = creates_per_second(server.port, key.secret, count, seconds)
+                        rate = creates_per_second(server.port, key.secret, count, seconds, keyed)
                         after = monitor.execute(COUNTERS).fetchone()
                         used = {n: (ms - cpu[n]) * 1000 for n, ms in _cpu(server, pg.pid).items()}
                         assert before is not None and after is not None
@@ -158,8 +172,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each measurement")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--api-workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--idempotency-keys", action="store_true", help="a fresh Idempotency-Key on each create"
+    )
     args = parser.parse_args()
-    run(args.api_workers, args.clients, args.seconds)
+    run(args.api_workers, args.clients, args.seconds, args.idempotency_keys)
 
 
 if __name__ == "__main__":
