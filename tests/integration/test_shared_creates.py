@@ -35,7 +35,7 @@ from tests.integration.test_api_queueing import ids_on
 from tests.integration.test_run_batching import counted
 from tests.support.api import OrgClient
 from tests.support.figures import report
-from tests.support.wait import wait_until
+from tests.support.wait import until, wait_until
 
 K = 8
 POOL = "shared-creates"  # no worker serves it: the tasks stay queued
@@ -204,15 +204,6 @@ def test_concurrent_creates_from_many_threads_each_make_one_task(
     assert stored == threads * 10
 
 
-async def _until(condition: Callable[[], bool], what: str) -> None:
-    """Let the loop run until ``condition`` holds (10 s at most)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while not condition():
-        assert loop.time() < deadline, what
-        await asyncio.sleep(0.001)
-
-
 def test_creates_awaited_on_a_loop_that_wait_together_are_inserted_in_one_statement(
     acme: OrgClient, store: Store
 ) -> None:
@@ -226,11 +217,11 @@ def test_creates_awaited_on_a_loop_that_wait_together_are_inserted_in_one_statem
     async def main() -> tuple[list[TaskRecord], int]:
         with held_inserts(store) as release, counted(store) as statements:
             first = asyncio.ensure_future(create_task_soon(store, caller, _spec(0)))
-            await _until(lambda: statements[0] == 1, "the first insert was not sent")
+            await until(lambda: statements[0] == 1, message="the first insert was not sent")
             statements[0] = 0
             behind = [asyncio.ensure_future(create_task_soon(store, caller, _spec(i)))
                       for i in range(1, K + 1)]  # fmt: skip
-            await _until(lambda: creates.waiting == K, "the creates behind it did not join")
+            await until(lambda: creates.waiting == K, message="the creates behind it did not join")
             assert not first.done()
             release()
             answers = await asyncio.gather(first, *behind)
@@ -270,10 +261,10 @@ def _soon_in_sets(
     async def main() -> tuple[list[tuple[TaskRecord, bool] | BaseException], int]:
         with held_inserts(store) as release, counted(store) as statements:
             head = asyncio.ensure_future(soon(first))
-            await _until(lambda: statements[0] == 1, "the first insert was not sent")
+            await until(lambda: statements[0] == 1, message="the first insert was not sent")
             statements[0] = 0
             rest = [asyncio.ensure_future(soon(job)) for job in behind]
-            await _until(lambda: creates.waiting == len(behind), "the creates did not join")
+            await until(lambda: creates.waiting == len(behind), message="the creates did not join")
             release()
             answers = await asyncio.gather(head, *rest, return_exceptions=True)
         return answers, statements[0]

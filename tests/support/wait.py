@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from time import monotonic, sleep
 from typing import TypeVar
@@ -33,3 +34,16 @@ def wait_until(
             what = message or "condition not met"
             raise AssertionError(f"{what}: still false after {timeout}s (last value: {value!r})")
         sleep(min(interval, remaining))
+
+
+async def until(
+    predicate: Callable[[], object], *, timeout: float = 10.0, message: str = ""
+) -> None:
+    """:func:`wait_until` for a coroutine: the loop runs on between checks
+    (other coroutines, and callbacks from threads, make progress)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() >= deadline:
+            raise AssertionError(f"{message or 'condition not met'}: still false after {timeout}s")
+        await asyncio.sleep(0.001)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 
 from tasks_core.group_commit import LoopBatcher, SetThreads
-from tests.support.wait import wait_until
+from tests.support.wait import until, wait_until
 
 
 class Refused(Exception):
@@ -49,24 +49,15 @@ def threads() -> Iterator[SetThreads]:
     pool.shutdown()
 
 
-async def _until(condition: Callable[[], bool], what: str) -> None:
-    """Let the loop run until ``condition`` holds (10 s at most)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while not condition():
-        assert loop.time() < deadline, what
-        await asyncio.sleep(0)
-
-
 async def _behind_a_held_set(
     batcher: LoopBatcher[int, int], sends: HeldSends, first: int, others: Sequence[int]
 ) -> list[object]:
     """Submit ``first`` and hold its set; submit ``others`` meanwhile; let
     it go. What each caller got (a value, or the error raised to it)."""
     held = asyncio.ensure_future(batcher.submit(first))
-    await _until(sends.held.is_set, "the first set was not sent")
+    await until(sends.held.is_set, message="the first set was not sent")
     behind = [asyncio.ensure_future(batcher.submit(i)) for i in others]
-    await _until(lambda: batcher.waiting == len(others), "the others did not join")
+    await until(lambda: batcher.waiting == len(others), message="the others did not join")
     sends.release()
     return await asyncio.gather(held, *behind, return_exceptions=True)
 
@@ -135,7 +126,7 @@ def test_the_loop_runs_on_while_its_set_is_in_flight(threads: SetThreads) -> Non
     async def main() -> int:
         ticks = 0
         waiting = asyncio.ensure_future(batcher.submit(1))
-        await _until(sends.held.is_set, "the set was not sent")
+        await until(sends.held.is_set, message="the set was not sent")
         while ticks < 100:  # the loop is free: other coroutines run
             ticks += 1
             await asyncio.sleep(0)
@@ -154,10 +145,10 @@ def test_a_caller_that_stops_waiting_leaves_its_item_in_the_set(
 
     async def main() -> list[object]:
         held = asyncio.ensure_future(batcher.submit(1))
-        await _until(sends.held.is_set, "the first set was not sent")
+        await until(sends.held.is_set, message="the first set was not sent")
         gone = asyncio.ensure_future(batcher.submit(2))
         stays = asyncio.ensure_future(batcher.submit(3))
-        await _until(lambda: batcher.waiting == 2, "the others did not join")
+        await until(lambda: batcher.waiting == 2, message="the others did not join")
         gone.cancel()
         sends.release()
         return await asyncio.gather(held, stays)
@@ -217,9 +208,9 @@ def test_a_batcher_that_never_runs_dry_does_not_keep_the_pool_thread_to_itself()
 
     async def main() -> None:
         first = asyncio.ensure_future(busy.submit(1))
-        await _until(lambda: order == ["busy"], "the busy batcher's set was not sent")
+        await until(lambda: order == ["busy"], message="the busy batcher's set was not sent")
         second = asyncio.ensure_future(busy.submit(2))  # its next set, pending
-        await _until(lambda: busy.waiting == 1, "the busy batcher's next set did not join")
+        await until(lambda: busy.waiting == 1, message="the busy batcher's next set did not join")
         theirs = asyncio.ensure_future(other.submit(3))
         await asyncio.sleep(0)
         gate.set()
