@@ -196,9 +196,8 @@ def _create(
     # One create shares its statement (and its transaction, if it has one)
     # with the concurrent creates of its caller; a batch, or tasks with
     # parents among them, commit alone, all or nothing.
-    alone = batch or (len(news) > 1 and any(new.parent_id is not None for new in news))
     try:
-        if alone:
+        if batch or _is_tree(news):
             applied, now = create(store, move, inside=inside)
         else:
             applied, now = create_shared(store, move, inside=inside)
@@ -226,7 +225,7 @@ def _planned(
     move = Create(tuple(news), actor=caller.actor)
     if idempotency is not None:
         check_key(idempotency.key)
-    elif len(news) == 1 or not any(new.parent_id is not None for new in news):
+    elif not _is_tree(news):
         return move, None
 
     def inside(conn: Connection, applied: Applied) -> None:
@@ -237,6 +236,11 @@ def _planned(
             _claim(conn, caller, idempotency, [new.id for new in news], batch=batch)
 
     return move, inside
+
+
+def _is_tree(news: Sequence[NewTask]) -> bool:
+    """Tasks created together, some children of others: all or nothing."""
+    return len(news) > 1 and any(new.parent_id is not None for new in news)
 
 
 def _missing(news: Sequence[NewTask], applied: Applied) -> NewTask | None:
