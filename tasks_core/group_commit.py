@@ -235,8 +235,7 @@ class LoopBatcher(Generic[T, R]):
         except BaseException as exc:  # never leave callers waiting on a dead thread
             self._fail(batch, exc)
             raise
-        for answer, future in batch:
-            _resolve_soon(future, answer)
+        _resolve_soon(batch)
         with self._lock:
             more = bool(self._pending)
             self._busy = more
@@ -248,9 +247,9 @@ class LoopBatcher(Generic[T, R]):
     ) -> None:
         with self._lock:
             stranded, self._pending, self._busy = [*batch, *self._pending], [], False
-        for answer, future in stranded:
+        for answer, _ in stranded:
             answer.error = exc
-            _resolve_soon(future, answer)
+        _resolve_soon(stranded)
 
 
 def send_set(
@@ -275,19 +274,27 @@ def send_set(
     return 1
 
 
-def _resolve_soon(future: asyncio.Future[R | None], answer: Answer[T, R]) -> None:
-    """Settle a waiting coroutine's future from a thread, on its own loop."""
+def _resolve_soon(settled: Sequence[tuple[Answer[T, R], asyncio.Future[R | None]]]) -> None:
+    """Settle waiting coroutines' futures from a thread, each on its own
+    loop: one wake of each loop for the whole set, not one per caller."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Answer[T, R], asyncio.Future[R | None]]]]
+    by_loop = {}
+    for answer, future in settled:
+        by_loop.setdefault(future.get_loop(), []).append((answer, future))
+    for loop, theirs in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(_resolve, theirs)
 
-    def resolve() -> None:
+
+def _resolve(settled: Sequence[tuple[Answer[T, R], asyncio.Future[R | None]]]) -> None:
+    """On the callers' loop: give each future its answer."""
+    for answer, future in settled:
         if future.done():  # its caller stopped waiting
-            return
+            continue
         if answer.error is not None:
             future.set_exception(answer.error)
         else:
             future.set_result(answer.value)
-
-    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
-        future.get_loop().call_soon_threadsafe(resolve)
 
 
 def _settle(

@@ -103,7 +103,12 @@ async def create_task_soon(
         if opening and not check_open_tasks(store, org, adding=opening, may_read=False):
             await asyncio.to_thread(check_open_tasks, store, org, adding=opening)
     except QuotaExceeded:
-        first = await asyncio.to_thread(_replay, store, caller, idempotency)
+        # Only a retry of an answered create (its key) may still be answered.
+        first = (
+            None
+            if idempotency is None
+            else await asyncio.to_thread(_replay, store, caller, idempotency)
+        )
         if first is None:
             raise
         return first[0], True

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -250,3 +251,27 @@ def test_set_threads_are_daemons_that_outlive_a_failed_run() -> None:
         assert len(ours) == 1 and ours[0].daemon
     finally:
         pool.shutdown()
+
+
+def test_the_callers_of_a_set_on_one_loop_are_answered_in_one_wake_of_it(
+    threads: SetThreads,
+) -> None:
+    sends = HeldSends()
+    batcher: LoopBatcher[int, int] = LoopBatcher(sends, threads=threads)
+
+    async def main() -> tuple[list[object], int]:
+        loop = asyncio.get_running_loop()
+        wakes = [0]
+        wake = loop.call_soon_threadsafe
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            wakes[0] += 1
+            return wake(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        answers = await _behind_a_held_set(batcher, sends, 1, range(2, 10))
+        return answers, wakes[0]
+
+    answers, wakes = asyncio.run(main())
+    assert answers == [i * 10 for i in range(1, 10)]
+    assert wakes == 2  # the first set's one caller, then the eight of the next set
