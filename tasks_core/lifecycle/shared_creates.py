@@ -19,7 +19,8 @@ its insert, or not at all: an ``Idempotency-Key``'s claim): a set with one
 runs in a transaction, each ``inside`` called with its own create's part,
 and one that refuses its create (raises :class:`ItemRefused`, or a
 ``Conflict``: its key names another body) sends the set again one create
-at a time.
+at a time. The ``inside``s of one kind that can go together
+(:class:`Joined`: the keys' claims) are done for the whole set in one go.
 
 Each caller (actor: an API key) has its sets of its own, so that a
 set is one statement, committed or refused as a whole, and its events name
@@ -37,6 +38,7 @@ import os
 import threading
 import uuid
 import weakref
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -53,6 +55,22 @@ from tasks_core.task import TaskRecord
 Created = tuple[Applied, dict[uuid.UUID, TaskRecord]]
 Inside = Callable[[Connection, Applied], None]
 Shared = tuple[Create, Inside | None]  # a create of a set, and what commits with it
+
+
+class Joined(ABC):
+    """An ``inside`` that the creates of a set do together: one statement for
+    all of them (each Idempotency-Key's claim), where each alone would cost
+    one each. Called alone, it does its own create's part."""
+
+    @abstractmethod
+    def __call__(self, conn: Connection, applied: Applied) -> None: ...
+
+    @classmethod
+    @abstractmethod
+    def together(cls, conn: Connection, parts: Sequence[tuple[Any, Applied]]) -> None:
+        """Do the ``inside``s of this class of a set (each with its create's
+        part) in one go; raise :class:`ItemRefused` when one of them would
+        refuse its create, so that each is then done alone."""
 
 
 class ItemRefused(Exception):
@@ -84,8 +102,15 @@ def _send(store: Store, actor: str, shared: Sequence[Shared]) -> list[Created]:
     insides = [(move, inside) for move, inside in shared if inside is not None]
 
     def each_inside(conn: Connection, applied: Applied) -> None:
+        joined: dict[type[Joined], list[tuple[Any, Applied]]] = {}
         for move, inside in insides:
-            inside(conn, _part(move, applied, {})[0])
+            part = _part(move, applied, {})[0]
+            if isinstance(inside, Joined) and len(insides) > 1:
+                joined.setdefault(type(inside), []).append((inside, part))
+            else:
+                inside(conn, part)
+        for kind, parts in joined.items():
+            kind.together(conn, parts)
 
     applied, now = create(store, Create(news, actor=actor), inside=each_inside if insides else None)
     return [_part(move, applied, now) for move, _ in shared]

@@ -49,36 +49,65 @@ def request_digest(body: Any) -> bytes:
     return hashlib.sha256(canonical.encode("utf-8")).digest()
 
 
-def claim_key(
-    conn: Connection,
-    organization_id: uuid.UUID,
-    key: str,
-    digest: bytes,
-    task_id: uuid.UUID,
-    *,
-    batch: Sequence[uuid.UUID] | None = None,
-) -> Claimed | Replay:
-    """Bind ``key`` to ``task_id`` (inserted in this transaction), or to the
-    ``batch`` of tasks (``task_id`` its first), or report what it already
-    names. Raises :class:`Conflict` for the same key with another body."""
-    row = conn.execute(
-        text(
-            """
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """An ``Idempotency-Key`` to bind to the task (or a batch's tasks) just inserted."""
+
+    key: str
+    digest: bytes
+    task_id: uuid.UUID
+    batch: tuple[uuid.UUID, ...] | None = None  # a batch's tasks, ``task_id`` first
+
+
+# Keys are inserted in key order, so that two transactions binding some of
+# the same keys wait on each other instead of deadlocking.
+_BIND = text(
+    """
 INSERT INTO idempotency_keys (organization_id, key, request_hash, task_id, task_ids)
-VALUES (:org, :key, :digest, :task, CAST(:batch AS uuid[]))
+SELECT :org, b.key, decode(b.digest, 'hex'), b.task_id, b.task_ids
+FROM jsonb_to_recordset(CAST(:bindings AS jsonb))
+    AS b(key text, digest text, task_id uuid, task_ids uuid[])
+ORDER BY b.key
 ON CONFLICT (organization_id, key) DO UPDATE
     SET request_hash = EXCLUDED.request_hash, task_id = EXCLUDED.task_id,
         task_ids = EXCLUDED.task_ids, created_at = now()
     WHERE idempotency_keys.created_at < now() - make_interval(hours => :ttl)
-RETURNING task_id
+RETURNING key
 """
-        ),
-        {"org": organization_id, "key": key, "digest": digest, "task": task_id,
-         "batch": None if batch is None else list(batch), "ttl": IDEMPOTENCY_TTL_HOURS},
-    ).first()  # fmt: skip
-    if row is not None:
+)
+
+
+def bind_keys(
+    conn: Connection, organization_id: uuid.UUID, bindings: Sequence[Binding]
+) -> list[bool]:
+    """Bind each key that is free (or expired) to its tasks, in one statement;
+    for each, whether it was bound (False: the key names earlier tasks, see
+    :func:`find_replay`). The keys must differ (one statement can not bind a
+    key twice)."""
+    keys = [b.key for b in bindings]
+    if len(set(keys)) < len(keys):
+        raise ValueError("a key named twice in one binding")
+    rows = [
+        {
+            "key": b.key,
+            "digest": b.digest.hex(),
+            "task_id": str(b.task_id),
+            "task_ids": None if b.batch is None else [str(i) for i in b.batch],
+        }
+        for b in bindings
+    ]
+    params = {"org": organization_id, "bindings": json.dumps(rows), "ttl": IDEMPOTENCY_TTL_HOURS}
+    bound = {row.key for row in conn.execute(_BIND, params)}
+    return [key in bound for key in keys]
+
+
+def claim_key(conn: Connection, organization_id: uuid.UUID, binding: Binding) -> Claimed | Replay:
+    """Bind a key to the tasks just inserted in this transaction, or report
+    what it already names. Raises :class:`Conflict` for the same key with
+    another body."""
+    if bind_keys(conn, organization_id, [binding])[0]:
         return Claimed()
-    replay = find_replay(conn, organization_id, key, digest)
+    replay = find_replay(conn, organization_id, binding.key, binding.digest)
     assert replay is not None, "the key's row stopped the insert and is still there"
     return replay
 

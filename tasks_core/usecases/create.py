@@ -19,6 +19,7 @@ from tasks_core.lifecycle.publishing import create
 from tasks_core.lifecycle.shared_creates import (
     Inside,
     ItemRefused,
+    Joined,
     create_shared,
     create_shared_soon,
 )
@@ -26,7 +27,14 @@ from tasks_core.metrics import TASKS_CREATED, kind_label
 from tasks_core.quotas import check_executor, check_timeout
 from tasks_core.records import Caller
 from tasks_core.status import Status, is_terminal
-from tasks_core.storage.idempotency import MAX_KEY_LENGTH, Replay, claim_key, find_replay
+from tasks_core.storage.idempotency import (
+    MAX_KEY_LENGTH,
+    Binding,
+    Replay,
+    bind_keys,
+    claim_key,
+    find_replay,
+)
 from tasks_core.storage.tasks import ancestry, get_task, get_tasks
 from tasks_core.store import Store
 from tasks_core.task import MAX_TREE_DEPTH, TASK_FIELDS, NewTask, TaskRecord, TaskSpec
@@ -230,17 +238,61 @@ def _planned(
     move = Create(tuple(news), actor=caller.actor)
     if idempotency is not None:
         check_key(idempotency.key)
-    elif not _is_tree(news):
+        return move, _Keyed(caller, idempotency, tuple(news), batch=batch)
+    if not _is_tree(news):
         return move, None
 
     def inside(conn: Connection, applied: Applied) -> None:
-        missing = _missing(news, applied)
-        if missing is not None:  # all or nothing: roll back the others
-            raise _Missing(missing)
-        if idempotency is not None:
-            _claim(conn, caller, idempotency, [new.id for new in news], batch=batch)
+        _all_inserted(news, applied)
 
     return move, inside
+
+
+def _all_inserted(news: Sequence[NewTask], applied: Applied) -> None:
+    """All or nothing: a task its parent refused rolls back the others."""
+    missing = _missing(news, applied)
+    if missing is not None:
+        raise _Missing(missing)
+
+
+@dataclass(frozen=True, slots=True)
+class _Keyed(Joined):
+    """What commits with a create that has an ``Idempotency-Key``: all its
+    tasks inserted, and the key bound to them (or the create rolled back to
+    answer the tasks the key already names)."""
+
+    caller: Caller
+    idempotency: Idempotency
+    news: tuple[NewTask, ...]
+    batch: bool
+
+    def __call__(self, conn: Connection, applied: Applied) -> None:
+        _all_inserted(self.news, applied)
+        claim = claim_key(conn, self.caller.organization_id, self.binding)
+        if isinstance(claim, Replay):
+            raise _Replayed(claim.tasks)
+
+    @classmethod
+    def together(cls, conn: Connection, parts: Sequence[tuple[Any, Applied]]) -> None:
+        """The keys of a set's creates bound in one statement (per
+        organization); a key that is not free, or named twice in the set,
+        refuses the set, whose creates then go alone (a replay, a conflict)."""
+        by_org: dict[uuid.UUID, list[Binding]] = {}
+        for keyed, applied in parts:
+            assert isinstance(keyed, _Keyed), "a set joins the insides of one class"
+            _all_inserted(keyed.news, applied)
+            by_org.setdefault(keyed.caller.organization_id, []).append(keyed.binding)
+        for org, bindings in by_org.items():
+            if len({b.key for b in bindings}) < len(bindings):
+                raise ItemRefused("a key named twice in one set")
+            if not all(bind_keys(conn, org, bindings)):
+                raise ItemRefused("a key of the set names earlier tasks")
+
+    @property
+    def binding(self) -> Binding:
+        ids = tuple(new.id for new in self.news)
+        key = self.idempotency
+        return Binding(key.key, key.digest, ids[0], ids if self.batch else None)
 
 
 def _is_tree(news: Sequence[NewTask]) -> bool:
@@ -294,27 +346,6 @@ class _Replayed(ItemRefused):
 
     def __init__(self, task_ids: tuple[uuid.UUID, ...]) -> None:
         self.task_ids = task_ids
-
-
-def _claim(
-    conn: Connection,
-    caller: Caller,
-    idempotency: Idempotency,
-    ids: Sequence[uuid.UUID],
-    *,
-    batch: bool,
-) -> None:
-    """Bind the key to the tasks just inserted, or roll back to answer the first ones."""
-    claim = claim_key(
-        conn,
-        caller.organization_id,
-        idempotency.key,
-        idempotency.digest,
-        ids[0],
-        batch=ids if batch else None,
-    )
-    if isinstance(claim, Replay):
-        raise _Replayed(claim.tasks)
 
 
 def _refused(store: Store, caller: Caller, new: NewTask) -> Exception:

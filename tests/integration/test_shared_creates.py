@@ -276,7 +276,7 @@ def test_keyed_creates_awaited_together_share_one_transaction(
     acme: OrgClient, store: Store
 ) -> None:
     """Creates with an Idempotency-Key (the client sends one with each) share
-    a set too: one insert and each key's claim, in one transaction."""
+    a set too: one insert and one claim of all its keys, in one transaction."""
     caller = _caller(acme)
     creates = loop_creates_for(store, caller.actor)
     sets_before = creates.sets_sent
@@ -287,8 +287,8 @@ def test_keyed_creates_awaited_together_share_one_transaction(
     assert [t.target_id for t in tasks] == [f"job-{i}" for i in range(K + 1)]
     assert creates.sets_sent - sets_before == 2
     # After the first's insert: its key's claim, then the set's one insert
-    # and the claim of each of its keys, in one transaction.
-    assert statements == 1 + 1 + K
+    # and one claim of all its keys, in one transaction.
+    assert statements == 1 + 1 + 1
     # Each key is bound to its own task: a retry answers it.
     for i, task in enumerate(tasks):
         again, replayed = create_task_once(store, caller, _spec(i), idempotency=_key(f"order-{i}"))
@@ -332,3 +332,30 @@ def test_a_key_used_with_another_body_in_a_set_refuses_only_its_create(
     assert isinstance(answers[2], Conflict), answers
     made = [a for i, a in enumerate(answers) if i != 2]
     assert all(not isinstance(a, BaseException) and not a[1] for a in made), answers
+
+
+def test_one_key_twice_in_a_set_makes_one_task_and_answers_both_with_it(
+    acme: OrgClient, store: Store
+) -> None:
+    """A client that retries while its first request is still pending sends
+    the same key twice into one set: the keys of a set are bound in one
+    statement, which can not bind a key twice, so the set goes one create at
+    a time; the first makes the task, the retry is answered with it."""
+    caller = _caller(acme)
+    creates = loop_creates_for(store, caller.actor)
+    sets_before = creates.sets_sent
+    behind: list[Job] = [(_spec(1), _key("twice")), (_spec(2), _key("other")),
+                         (_spec(1), _key("twice"))]  # fmt: skip
+    answers, _ = _soon_in_sets(store, caller, (_spec(0), None), behind)
+    assert not any(isinstance(a, BaseException) for a in answers), answers
+    got = [a for a in answers if not isinstance(a, BaseException)]
+    assert got[1][0].id == got[3][0].id
+    assert (got[1][1], got[3][1]) == (False, True)  # the first made it, the retry replayed
+    assert len({task.id for task, _ in got}) == 3
+    assert creates.sets_sent - sets_before == 2 + len(behind)
+    with store.statement() as conn:
+        stored = conn.execute(
+            text("SELECT count(*) FROM tasks WHERE organization_id = :o AND target_id = 'job-1'"),
+            {"o": caller.organization_id},
+        ).scalar_one()
+    assert stored == 1
