@@ -272,6 +272,16 @@ def _soon_in_sets(
     return asyncio.run(main())
 
 
+def _stored(store: Store, caller: Caller, target_id: str) -> int:
+    """How many of the caller's tasks have this targetId."""
+    with store.statement() as conn:
+        count: int = conn.execute(
+            text("SELECT count(*) FROM tasks WHERE organization_id = :o AND target_id = :t"),
+            {"o": caller.organization_id, "t": target_id},
+        ).scalar_one()
+    return count
+
+
 def test_keyed_creates_awaited_together_share_one_transaction(
     acme: OrgClient, store: Store
 ) -> None:
@@ -313,11 +323,7 @@ def test_a_replayed_key_in_a_set_answers_its_first_task_and_the_others_their_own
     assert len({t.id for t in fresh} | {earlier.id}) == len(got)
     # The set was refused for the replay, then sent again one create at a time.
     assert creates.sets_sent - sets_before == 2 + len(behind)
-    with store.statement() as conn:
-        stored = conn.execute(
-            text("SELECT count(*) FROM tasks WHERE organization_id = :o AND target_id = 'job-99'"),
-            {"o": caller.organization_id},
-        ).scalar_one()
+    stored = _stored(store, caller, "job-99")
     assert stored == 1  # the retry made no second task
 
 
@@ -353,9 +359,5 @@ def test_one_key_twice_in_a_set_makes_one_task_and_answers_both_with_it(
     assert (got[1][1], got[3][1]) == (False, True)  # the first made it, the retry replayed
     assert len({task.id for task, _ in got}) == 3
     assert creates.sets_sent - sets_before == 2 + len(behind)
-    with store.statement() as conn:
-        stored = conn.execute(
-            text("SELECT count(*) FROM tasks WHERE organization_id = :o AND target_id = 'job-1'"),
-            {"o": caller.organization_id},
-        ).scalar_one()
+    stored = _stored(store, caller, "job-1")
     assert stored == 1
