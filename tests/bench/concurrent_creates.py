@@ -3,6 +3,7 @@
     python -m tests.bench.concurrent_creates                # 1 and 32 clients, api --workers 1, 2
     python -m tests.bench.concurrent_creates --seconds 5 --clients 1 8 32
     python -m tests.bench.concurrent_creates --idempotency-keys  # a fresh key on each create
+    python -m tests.bench.concurrent_creates --rounds 5 --seconds 3
 
 Fresh embedded PostgreSQL (fsync on) and Redis, and a real ``tasks-core api``
 per worker count. Each client is a keep-alive connection creating no-op
@@ -11,6 +12,10 @@ create carries a fresh ``Idempotency-Key``, as ``TasksClient`` sends one
 with each create); the clients are raw sockets of one
 process (cheap, so that the load generator does not take the cores the
 server is measured on). No worker runs: this measures the create alone.
+The client counts take turns, ``--rounds`` times (1, 32, 1, 32, ...), so
+that each ratio to one client compares windows seconds apart: this machine
+swings by half within minutes. Each figure is the median of its rounds, the
+ratio the median of each round's own ratio (all of them beside it).
 Beside each figure: its ratio to one client's on the same server, the commits and
 statements PostgreSQL ran per create (``pg_stat_database``,
 ``pg_stat_statements``), which show creates sharing commits, and the CPU a
@@ -27,9 +32,12 @@ import os
 import re
 import selectors
 import socket
+import statistics
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -126,8 +134,58 @@ def _cpu(server: ApiServer, postgres: int | None) -> dict[str, float]:
     return {name: cpu_seconds(pids) for name, pids in groups.items()}
 
 
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One measurement: creates per second, and per create the commits and
+    statements PostgreSQL ran and the CPU (ms) of each process group."""
+
+    rate: float
+    commits: float
+    statements: float
+    cpu_ms: dict[str, float]
+
+
+def measure_window(
+    server: ApiServer,
+    monitor: psycopg.Connection[tuple[Any, ...]],
+    postgres: int | None,
+    secret: str,
+    clients: int,
+    seconds: float,
+    keyed: bool,
+) -> Window:
+    cpu = _cpu(server, postgres)
+    before = monitor.execute(COUNTERS).fetchone()
+    rate = creates_per_second(server.port, secret, clients, seconds, keyed)
+    after = monitor.execute(COUNTERS).fetchone()
+    used = {n: (ms - cpu[n]) * 1000 for n, ms in _cpu(server, postgres).items()}
+    assert before is not None and after is not None
+    made = rate * seconds
+    commits = (after[0] - before[0]) / made
+    statements = (after[1] - before[1]) / made
+    return Window(rate, commits, statements, {name: ms / made for name, ms in used.items()})
+
+
+def _row(workers: int, count: int, windows: list[Window], ratios: list[float]) -> str:
+    """A table row: the medians of the rounds, and each round's ratio."""
+
+    def mid(values: Sequence[float]) -> float:
+        return statistics.median(values)
+
+    cpu = {name: mid([w.cpu_ms[name] for w in windows]) for name in windows[0].cpu_ms}
+    rounds = ", ".join(f"{r:.2f}" for r in ratios)
+    return (f"| {workers} | {count} | {mid([w.rate for w in windows]):,.0f} "
+            f"| {mid(ratios):.2f}x | {rounds} | {mid([w.commits for w in windows]):.2f} "
+            f"| {mid([w.statements for w in windows]):.2f} | {cpu['api']:.2f} "
+            f"| {cpu['pg']:.2f} | {cpu['client']:.2f} |")  # fmt: skip
+
+
 def run(
-    api_workers: Sequence[int], clients: Sequence[int], seconds: float, keyed: bool = False
+    api_workers: Sequence[int],
+    clients: Sequence[int],
+    seconds: float,
+    keyed: bool = False,
+    rounds: int = 3,
 ) -> None:
     with embedded_servers() as (pg, rd):
         enable_statement_stats(pg)
@@ -138,31 +196,42 @@ def run(
         store.dispose()
         env = {"DATABASE_URL": pg.url, "REDIS_URL": rd.url, "LOG_LEVEL": "WARNING"}
         with psycopg.connect(pg.url, autocommit=True) as monitor:
-            print("| api --workers | clients | creates/s | vs 1 client | commits/create "
-                  "| statements/create | CPU ms/create: API | PostgreSQL | client |")  # fmt: skip
-            print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            print(f"{rounds} rounds of {seconds:g} s per client count, taking turns; medians")
+            print("| api --workers | clients | creates/s | vs 1 client | by round "
+                  "| commits/create | statements/create | CPU ms/create: API | PostgreSQL "
+                  "| client |")  # fmt: skip
+            print("|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
             for workers in api_workers:
                 server = ApiServer(env, workers).start_serving()
                 try:
-                    creates_per_second(server.port, key.secret, 1, 1.0)  # warm up
-                    one = None
-                    for count in clients:
-                        cpu = _cpu(server, pg.pid)
-                        before = monitor.execute(COUNTERS).fetchone()
-                        rate = creates_per_second(server.port, key.secret, count, seconds, keyed)
-                        after = monitor.execute(COUNTERS).fetchone()
-                        used = {n: (ms - cpu[n]) * 1000 for n, ms in _cpu(server, pg.pid).items()}
-                        assert before is not None and after is not None
-                        made = rate * seconds
-                        commits = (after[0] - before[0]) / made
-                        statements = (after[1] - before[1]) / made
-                        one = one or rate
-                        per = {name: ms / made for name, ms in used.items()}
-                        print(f"| {workers} | {count} | {rate:,.0f} | {rate / one:.2f}x "
-                              f"| {commits:.2f} | {statements:.2f} | {per['api']:.2f} "
-                              f"| {per['pg']:.2f} | {per['client']:.2f} |", flush=True)  # fmt: skip
+                    _rounds(server, monitor, pg.pid, key.secret, clients, seconds, keyed, rounds)
                 finally:
                     server.kill()
+
+
+def _rounds(
+    server: ApiServer,
+    monitor: psycopg.Connection[tuple[Any, ...]],
+    postgres: int | None,
+    secret: str,
+    clients: Sequence[int],
+    seconds: float,
+    keyed: bool,
+    rounds: int,
+) -> None:
+    """Every client count in turn, ``rounds`` times; a row for each count,
+    its ratios to the first count's window of the same round."""
+    creates_per_second(server.port, secret, 1, 1.0)  # warm up
+    windows: dict[int, list[Window]] = {count: [] for count in clients}
+    for _ in range(rounds):
+        for count in clients:
+            windows[count].append(
+                measure_window(server, monitor, postgres, secret, count, seconds, keyed)
+            )
+    first = windows[clients[0]]
+    for count in clients:
+        ratios = [w.rate / o.rate for w, o in zip(windows[count], first, strict=True)]
+        print(_row(server.workers, count, windows[count], ratios), flush=True)
 
 
 def main() -> None:
@@ -175,8 +244,11 @@ def main() -> None:
     parser.add_argument(
         "--idempotency-keys", action="store_true", help="a fresh Idempotency-Key on each create"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="turns of every client count (medians)"
+    )
     args = parser.parse_args()
-    run(args.api_workers, args.clients, args.seconds, args.idempotency_keys)
+    run(args.api_workers, args.clients, args.seconds, args.idempotency_keys, args.rounds)
 
 
 if __name__ == "__main__":

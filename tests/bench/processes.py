@@ -111,6 +111,7 @@ class ApiServer(Service):
 
     def __init__(self, env: dict[str, str], workers: int = 1, port: int | None = None) -> None:
         self.port = port or free_port()
+        self.workers = workers
         self.url = f"http://127.0.0.1:{self.port}"
         command = [PYTHON, "-m", "tasks_core.cli", "api", "--port", str(self.port)]
         super().__init__([*command, "--workers", str(workers)], env)
