@@ -145,7 +145,7 @@ class Window:
     cpu_ms: dict[str, float]
 
 
-def measure_window(
+def _window(
     server: ApiServer,
     monitor: psycopg.Connection[tuple[Any, ...]],
     postgres: int | None,
@@ -154,6 +154,7 @@ def measure_window(
     seconds: float,
     keyed: bool,
 ) -> Window:
+    """``clients`` creating for ``seconds``, and what it cost."""
     cpu = _cpu(server, postgres)
     before = monitor.execute(COUNTERS).fetchone()
     rate = creates_per_second(server.port, secret, clients, seconds, keyed)
@@ -168,10 +169,7 @@ def measure_window(
 
 def _row(workers: int, count: int, windows: list[Window], ratios: list[float]) -> str:
     """A table row: the medians of the rounds, and each round's ratio."""
-
-    def mid(values: Sequence[float]) -> float:
-        return statistics.median(values)
-
+    mid = statistics.median
     cpu = {name: mid([w.cpu_ms[name] for w in windows]) for name in windows[0].cpu_ms}
     rounds = ", ".join(f"{r:.2f}" for r in ratios)
     return (f"| {workers} | {count} | {mid([w.rate for w in windows]):,.0f} "
@@ -225,9 +223,7 @@ def _rounds(
     windows: dict[int, list[Window]] = {count: [] for count in clients}
     for _ in range(rounds):
         for count in clients:
-            windows[count].append(
-                measure_window(server, monitor, postgres, secret, count, seconds, keyed)
-            )
+            windows[count].append(_window(server, monitor, postgres, secret, count, seconds, keyed))
     first = windows[clients[0]]
     for count in clients:
         ratios = [w.rate / o.rate for w, o in zip(windows[count], first, strict=True)]
