@@ -31,8 +31,14 @@ from worker import broker_fixes, supervisor
 log = logging.getLogger(__name__)
 
 
+# The process the app was made in: the worker itself (prefork children fork from it).
+_app_pid = 0
+
+
 def create_celery(settings: Settings) -> Celery:
     """A Celery app for ``settings``; its one task runs tasks by id."""
+    global _app_pid
+    _app_pid = os.getpid()
     broker_fixes.install()
     worker_process_init.connect(_in_pool_child, weak=False, dispatch_uid="tasks-core-pool-child")
     worker_process_shutdown.connect(
@@ -116,7 +122,10 @@ def _run_set(self: Task, task_ids: list[str]) -> None:
 
 
 def _in_pool_child(**_: Any) -> None:
-    supervisor.IN_POOL_CHILD = True
+    # The solo pool sends this signal too, in the worker's own process: that
+    # process is also the consumer, and ending it would leave its queues
+    # unserved, so only a forked child counts.
+    supervisor.IN_POOL_CHILD = os.getpid() != _app_pid
 
 
 def _pool_child_ends(**_: Any) -> None:

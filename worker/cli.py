@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pool",
         default="prefork",
-        help="Celery pool: prefork (CPU-bound handlers), threads (I/O-bound handlers), solo",
+        help="Celery pool: prefork (CPU-bound handlers), threads (I/O-bound handlers), "
+        "solo (one run at a time in this process: short handlers, scaled by processes)",
     )
     parser.add_argument("--name", default=None, help="Celery node name (default: unique)")
     parser.add_argument(
