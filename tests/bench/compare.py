@@ -51,6 +51,7 @@ class Options:
     procrastinate: bool = True
     api_workers: tuple[int, ...] = (1, 2)
     threads: bool = True  # the thread-pool rows (systems.THREADS)
+    solo: bool = True  # the solo-pool row (systems.SOLO)
 
 
 @dataclass
@@ -77,6 +78,8 @@ def build_systems(bench: Bench, options: Options) -> list[System]:
     if options.threads:
         systems.append(RawCelery(bench.redis_url, threads=True))
         systems.append(InProcessBatch(bench.store, bench.caller, threads=True))
+    if options.solo:
+        systems.append(InProcess(bench.store, bench.caller, solo=True))
     for workers in options.api_workers:
         systems.append(Http(bench.api[workers].url, bench.secret, workers))
     systems.append(HttpBatch(bench.api[options.api_workers[0]].url, bench.secret))
@@ -92,7 +95,7 @@ def run(options: Options) -> Results:
     started = time.perf_counter()
     results = Results()
     servers = open_bench(options.preload_rows, options.concurrency, options.api_workers,
-                         options.procrastinate, options.threads)  # fmt: skip
+                         options.procrastinate, options.threads, options.solo)  # fmt: skip
     with servers as bench, ExitStack() as closing:
         systems = build_systems(bench, options)
         for system in systems:
@@ -168,6 +171,7 @@ def main() -> None:
     parser.add_argument("--rss-tasks", type=int, default=0, help="only: worker RSS over N tasks")
     parser.add_argument("--no-procrastinate", action="store_true")
     parser.add_argument("--no-threads", action="store_true", help="no thread-pool rows")
+    parser.add_argument("--no-solo", action="store_true", help="no solo-pool row")
     args = parser.parse_args()
     if args.rss_tasks:
         from tests.bench.measure import rss_over
@@ -183,6 +187,7 @@ def main() -> None:
         preload_rows=args.preload_rows,
         procrastinate=not args.no_procrastinate,
         threads=not args.no_threads,
+        solo=not args.no_solo,
     )
     results = run(options)
     print(

@@ -31,7 +31,15 @@ from tests.bench.processes import (
 from tests.bench.processes import tasks_core_worker as start_tasks_core_worker
 from tests.bench.starts import STARTED
 from tests.bench.statements import Counter
-from tests.bench.systems import THREADS, THREADS_EXECUTOR, InProcess, InProcessBatch, System
+from tests.bench.systems import (
+    SOLO,
+    SOLO_EXECUTOR,
+    THREADS,
+    THREADS_EXECUTOR,
+    InProcess,
+    InProcessBatch,
+    System,
+)
 from tests.bench.throughput import embedded_servers
 from tests.support.wait import wait_until
 
@@ -219,9 +227,11 @@ def open_bench(
     api_workers: Sequence[int] = (1, 2),
     procrastinate: bool = True,
     threads: bool = False,
+    solo: bool = False,
 ) -> Iterator[Bench]:
     """Fresh servers, a key, the workers (idle) and API processes; all stopped after.
-    ``threads``: also the thread-pool workers of both (``systems.THREADS``)."""
+    ``threads``: also the thread-pool workers of both (``systems.THREADS``);
+    ``solo``: also tasks-core's solo workers (``systems.SOLO``)."""
     with embedded_servers() as (pg, rd), ExitStack() as stack:
         enable_statement_stats(pg)
         upgrade(pg.url)
@@ -241,6 +251,9 @@ def open_bench(
         }
         if threads:
             workers.update(thread_pool_workers(env, rd.url))
+        if solo:
+            solos = [start_tasks_core_worker(env, 1, "solo", SOLO_EXECUTOR) for _ in range(SOLO)]
+            workers["tasks-core workers, solo"] = _Group(solos)
         for worker in workers.values():
             stack.callback(worker.kill)
             worker.start()

@@ -59,6 +59,10 @@ class System:
 THREADS = (2, 8)
 THREADS_EXECUTOR = "bench-threads"
 THREADS_LABEL = f"{THREADS[0]} worker processes x --pool threads -c {THREADS[1]}"
+# The solo rows: worker processes running one task at a time each, no pool child.
+SOLO = 2
+SOLO_EXECUTOR = "bench-solo"
+SOLO_LABEL = f"{SOLO} worker processes x --pool solo"
 
 
 class RawCelery(System):
@@ -94,18 +98,24 @@ class InProcess(System):
     name = "tasks-core create_task() in-process, one by one"
     notes = "durable"
 
-    def __init__(self, store: Store, caller: Caller, count: int | None = None) -> None:
+    def __init__(
+        self, store: Store, caller: Caller, count: int | None = None, *, solo: bool = False
+    ) -> None:
         self.store, self.caller, self.count = store, caller, count
+        self.spec = NOOP_SPEC
         if count is not None:
             self.name = f"{count:,} independent tasks, create_task() one by one"
             self.latency = False
+        if solo:
+            self.name += f", {SOLO_LABEL}"
+            self.spec = TaskSpec(kind="default", target_id=NOOP_ACTION, executor_id=SOLO_EXECUTOR)
 
     def send_one(self) -> str:
-        return str(create_task(self.store, self.caller, NOOP_SPEC).id)
+        return str(create_task(self.store, self.caller, self.spec).id)
 
     def enqueue(self, n: int) -> None:
         for _ in range(n):
-            create_task(self.store, self.caller, NOOP_SPEC)
+            create_task(self.store, self.caller, self.spec)
 
 
 def find_create_tasks() -> Callable[..., Any] | None:
