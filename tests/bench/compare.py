@@ -80,6 +80,8 @@ def build_systems(bench: Bench, options: Options) -> list[System]:
         systems.append(InProcessBatch(bench.store, bench.caller, threads=True))
     if options.solo:
         systems.append(InProcess(bench.store, bench.caller, solo=True))
+        http = options.api_workers[0]
+        systems.append(Http(bench.api[http].url, bench.secret, http, solo=True))
     for workers in options.api_workers:
         systems.append(Http(bench.api[workers].url, bench.secret, workers))
     systems.append(HttpBatch(bench.api[options.api_workers[0]].url, bench.secret))

@@ -161,8 +161,12 @@ class Http(System):
 
     notes = "durable"
 
-    def __init__(self, url: str, secret: str, api_workers: int) -> None:
+    def __init__(self, url: str, secret: str, api_workers: int, *, solo: bool = False) -> None:
         self.name = f"tasks-core over HTTP, one keep-alive client, api --workers {api_workers}"
+        self.body: dict[str, Any] = NOOP
+        if solo:
+            self.name += f", {SOLO_LABEL}"
+            self.body = {**NOOP, "executorId": SOLO_EXECUTOR}
         headers = {"Authorization": f"Bearer {secret}"}
         self.http = httpx.Client(base_url=url, headers=headers, timeout=60)
 
@@ -172,11 +176,11 @@ class Http(System):
         return response.json()
 
     def send_one(self) -> str:
-        return str(self._post("/v1/tasks", NOOP)["id"])
+        return str(self._post("/v1/tasks", self.body)["id"])
 
     def enqueue(self, n: int) -> None:
         for _ in range(n):
-            self._post("/v1/tasks", NOOP)
+            self._post("/v1/tasks", self.body)
 
     def close(self) -> None:
         self.http.close()

@@ -20,6 +20,7 @@ def test_the_comparison_measures_every_system() -> None:
                  "api --workers 2", "POST /v1/tasks/batch", "parallel Flow", "independent tasks",
                  "--pool solo", "procrastinate"):  # fmt: skip
         assert any(part in name for name in names), (part, names)
+    assert sum("--pool solo" in name for name in names) == 2, names  # in-process and HTTP
     measured = [row for row in results.rows if row.missing is None]
     assert len(measured) >= 6, names  # raw Celery, in-process, 2 x HTTP, Flow, independent
     for row in measured:
