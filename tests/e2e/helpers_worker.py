@@ -15,6 +15,7 @@ import redis
 from sqlalchemy import Engine, text
 
 from tests.support.api import OrgClient, wait_for_status
+from tests.support.wait import wait_until
 from tests.support.workers import WorkerProcess
 
 
@@ -84,3 +85,30 @@ def stop_many(processes: Sequence[WorkerProcess]) -> None:
         futures = [pool.submit(process.stop) for process in processes]
     for future in futures:
         future.result()
+
+
+def stubborn_run_fails_and_its_worker_serves_on(
+    client: OrgClient, worker: WorkerProcess, executor_id: str
+) -> None:
+    """A pool that can not end a handler (threads, solo): a handler that
+    ignores its timeout fails with ``timeout``, the worker process stays and
+    takes the next task, and the late result is fenced off when it comes."""
+    stubborn = client.create(
+        executorId=executor_id,
+        kind="CallAction",
+        targetId="test/stubborn",
+        input={"seconds": 3},
+        timeoutSeconds=0.5,
+        maxAttempts=1,
+    )
+    failed = wait_for_status(client, stubborn["id"], timeout=15)
+    assert failed["status"] == "failed" and failed["errors"][0]["code"] == "timeout", failed
+    assert "this pool can not end it" in worker.log()
+    assert worker.process is not None and worker.process.poll() is None
+    echo = client.create(executorId=executor_id, kind="CallAction", targetId="builtin/echo")
+    assert wait_for_status(client, echo["id"], timeout=20)["status"] == "completed"
+    wait_until(
+        lambda: f"result of task {stubborn['id']} attempt 1 ignored" in worker.log(),
+        timeout=15,
+        message=f"late result not seen; log:\n{worker.log()}",
+    )

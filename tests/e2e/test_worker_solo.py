@@ -10,9 +10,8 @@ from collections.abc import Callable
 import pytest
 
 from tasks_core.store import Store
-from tests.e2e.helpers_worker import worker_pid
+from tests.e2e.helpers_worker import stubborn_run_fails_and_its_worker_serves_on, worker_pid
 from tests.support.api import OrgClient, wait_for_status
-from tests.support.wait import wait_until
 from tests.support.workers import WorkerProcess
 
 POOL = "solo-pool"
@@ -38,24 +37,6 @@ def test_the_solo_pool_runs_tasks_in_the_worker_process_itself(
 def test_a_handler_ignoring_its_timeout_in_the_solo_pool_fails_and_the_process_serves_on(
     client: OrgClient, solo: WorkerProcess
 ) -> None:
-    stubborn = client.create(
-        executorId=POOL,
-        kind="CallAction",
-        targetId="test/stubborn",
-        input={"seconds": 3},
-        timeoutSeconds=0.5,
-        maxAttempts=1,
-    )
-    failed = wait_for_status(client, stubborn["id"], timeout=15)
-    assert failed["status"] == "failed" and failed["errors"][0]["code"] == "timeout", failed
-    assert "this pool can not end it" in solo.log()
-    assert solo.process is not None and solo.process.poll() is None
-    # Once the stubborn handler returns, its late result is fenced off and
-    # the process takes the next task.
-    echo = client.create(executorId=POOL, kind="CallAction", targetId="builtin/echo")
-    assert wait_for_status(client, echo["id"], timeout=20)["status"] == "completed"
-    wait_until(
-        lambda: f"result of task {stubborn['id']} attempt 1 ignored" in solo.log(),
-        timeout=15,
-        message=f"late result not seen; log:\n{solo.log()}",
-    )
+    # The process is also the consumer: it is not ended, and once the
+    # stubborn handler returns it takes the next task.
+    stubborn_run_fails_and_its_worker_serves_on(client, solo, POOL)

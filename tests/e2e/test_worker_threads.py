@@ -16,7 +16,14 @@ from tasks_core.lifecycle.publishing import message_for
 from tasks_core.settings import Settings
 from tasks_core.storage.tasks import get_task
 from tasks_core.store import Store
-from tests.e2e.helpers_worker import log_count, queue_depth, redis_int, status_events, worker_pid
+from tests.e2e.helpers_worker import (
+    log_count,
+    queue_depth,
+    redis_int,
+    status_events,
+    stubborn_run_fails_and_its_worker_serves_on,
+    worker_pid,
+)
 from tests.support.api import OrgClient, wait_for_status
 from tests.support.figures import report
 from tests.support.wait import wait_until
@@ -113,27 +120,8 @@ def test_cancel_and_timeout_stop_runs_in_the_thread_pool(
 def test_a_handler_ignoring_its_timeout_in_the_thread_pool_fails_and_the_pool_serves_on(
     client: OrgClient, threads: WorkerProcess
 ) -> None:
-    stubborn = _create(
-        client,
-        kind="CallAction",
-        targetId="test/stubborn",
-        input={"seconds": 3},
-        timeoutSeconds=0.5,
-        maxAttempts=1,
-    )
-    failed = wait_for_status(client, stubborn["id"], timeout=15)
-    assert failed["status"] == "failed" and failed["errors"][0]["code"] == "timeout", failed
     # A thread can not be ended: the process stays, its other threads serve.
-    assert "this pool can not end it" in threads.log()
-    assert threads.process is not None and threads.process.poll() is None
-    echo = _create(client, kind="CallAction", targetId="builtin/echo")
-    assert wait_for_status(client, echo["id"])["status"] == "completed"
-    # The late result of the stubborn run, when it returns, is fenced off.
-    wait_until(
-        lambda: f"result of task {stubborn['id']} attempt 1 ignored" in threads.log(),
-        timeout=15,
-        message=f"late result not seen; log:\n{threads.log()}",
-    )
+    stubborn_run_fails_and_its_worker_serves_on(client, threads, POOL)
 
 
 def test_a_flow_run_by_the_thread_pool_fans_in_once_per_step_and_ends_once(
