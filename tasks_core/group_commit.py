@@ -52,9 +52,9 @@ class Answer(Generic[T, R]):
     queued: bool = False  # waits in the batcher's queue
 
 
-class Batcher(Generic[T, R]):
-    """Sends the requests of concurrent callers in sets: ``send`` takes a set
-    of items and returns one result per item, in order."""
+class _Sets(Generic[T, R]):
+    """What both fronts share: how a set is sent (``send``, and ``split``
+    when it fails), the largest set, and how many sets went."""
 
     def __init__(
         self,
@@ -66,10 +66,27 @@ class Batcher(Generic[T, R]):
         self._send = send
         self._split = split
         self._max = max_size
+        self.sets_sent = 0  # for tests and figures
+
+    def _send_set(self, batch: list[Answer[T, R]]) -> None:
+        self.sets_sent += send_set(self._send, self._split, batch)
+
+
+class Batcher(_Sets[T, R]):
+    """Sends the requests of concurrent callers in sets: ``send`` takes a set
+    of items and returns one result per item, in order."""
+
+    def __init__(
+        self,
+        send: Callable[[Sequence[T]], Sequence[R]],
+        *,
+        max_size: int = MAX_SET,
+        split: Callable[[Exception], bool] = lambda _: True,
+    ):
+        super().__init__(send, max_size=max_size, split=split)
         self._cond = threading.Condition()
         self._pending: list[Answer[T, R]] = []
         self._busy = False
-        self.sets_sent = 0  # for tests and figures
 
     @property
     def waiting(self) -> int:
@@ -109,16 +126,13 @@ class Batcher(Generic[T, R]):
                     self._pending = [s for s in self._pending if id(s) not in taken]
                 self._busy = True
             try:
-                self._run(batch)
+                self._send_set(batch)
             finally:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
             if all(s.done for s in slots):
                 return slots
-
-    def _run(self, batch: list[Answer[T, R]]) -> None:
-        self.sets_sent += send_set(self._send, self._split, batch)
 
 
 class Runs(Protocol):
@@ -166,7 +180,7 @@ class SetThreads:
                 log.exception("a set failed in its thread")
 
 
-class LoopBatcher(Generic[T, R]):
+class LoopBatcher(_Sets[T, R]):
     """:class:`Batcher` for coroutines: ``await submit(item)``.
 
     The API serves creates on its event loop; a thread hop per request (and
@@ -191,14 +205,11 @@ class LoopBatcher(Generic[T, R]):
         max_size: int = MAX_SET,
         split: Callable[[Exception], bool] = lambda _: True,
     ):
-        self._send = send
-        self._split = split
-        self._max = max_size
+        super().__init__(send, max_size=max_size, split=split)
         self._threads = threads
         self._lock = threading.Lock()  # held only to touch the list, never while sending
         self._pending: list[tuple[Answer[T, R], asyncio.Future[R | None]]] = []
         self._busy = False
-        self.sets_sent = 0  # for tests and figures
 
     @property
     def waiting(self) -> int:
@@ -231,7 +242,7 @@ class LoopBatcher(Generic[T, R]):
         with self._lock:
             batch, self._pending = self._pending[: self._max], self._pending[self._max :]
         try:
-            self.sets_sent += send_set(self._send, self._split, [a for a, _ in batch])
+            self._send_set([a for a, _ in batch])
         except BaseException as exc:  # never leave callers waiting on a dead thread
             self._fail(batch, exc)
             raise
