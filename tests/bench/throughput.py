@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,19 +43,41 @@ from tests.support.workers import WorkerProcess
 @contextmanager
 def embedded_servers() -> Iterator[tuple[EmbeddedPostgres, EmbeddedRedis]]:
     """Fresh PostgreSQL (durable, fsync on, unless BENCH_UNSAFE=1) and Redis, in a
-    temporary directory removed afterwards."""
+    temporary directory removed afterwards, however the benchmark ends."""
     root = Path(tempfile.mkdtemp(prefix="tasks-bench-"))
     root.chmod(0o755)
     pg = EmbeddedPostgres(root / "pg", fast_unsafe=os.environ.get("BENCH_UNSAFE") == "1")
     rd = EmbeddedRedis(root / "redis")
     try:
-        pg.start()
-        rd.start()
-        yield pg, rd
+        with ended_as_interrupted(signal.SIGTERM):
+            pg.start()
+            rd.start()
+            yield pg, rd
     finally:
         rd.stop()
         pg.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def ended_as_interrupted(signum: signal.Signals) -> Iterator[None]:
+    """``signum`` ends the run as Ctrl-C does: as an exception, through every
+    ``finally`` and exit callback, so that the servers, workers and API
+    processes a benchmark started are stopped. Its default (``timeout``, a CI
+    job cancelled, ``kill``) would end this process alone and leave them all
+    running. Only the main thread can take a signal; elsewhere, as before."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(received: int, _frame: object) -> None:
+        raise SystemExit(128 + received)
+
+    previous = signal.signal(signum, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signum, signal.SIG_DFL if previous is None else previous)
 
 
 @contextmanager
