@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from tasks_core.errors import Conflict
 from tasks_core.publisher import CeleryPublisher, Publisher
 from tasks_core.settings import Settings
-from tasks_core.storage.db import make_engine
+from tasks_core.storage.db import in_autocommit, make_engine
 from tasks_core.storage.errors import is_collision, is_stale_connection, is_unavailable
 
 # is_unavailable is part of the Store's interface (the sweeper's recoveries use it).
@@ -51,8 +51,8 @@ class Store:
     def statement(self) -> Iterator[Connection]:
         """A connection for work that is a single statement: it runs in
         autocommit, saving the BEGIN/COMMIT round trips of a transaction."""
-        with self.engine.connect() as conn:
-            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+        with self.engine.connect() as conn, in_autocommit(conn):
+            yield conn
 
     @contextmanager
     def relaxed_statement(self) -> Iterator[Connection]:
