@@ -106,7 +106,7 @@ class TaskRecord:
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> TaskRecord:
         """Build from a ``tasks`` row (any mapping with the column names)."""
-        return cls(**{name: decode(row[name]) for name, decode in _DECODERS})
+        return cls(**{name: _decoded(decode, row[name]) for name, decode in _DECODERS})
 
     @staticmethod
     def reader(names: tuple[str, ...]) -> Callable[[Sequence[Any]], TaskRecord]:
@@ -147,8 +147,9 @@ IMMUTABLE_FIELDS: frozenset[str] = frozenset(
 )
 
 
-def _decoder(hint: Any) -> Callable[[Any], Any]:
-    """How a stored value becomes the record's (an empty JSON column is {} or [])."""
+def _decoder(hint: Any) -> Callable[[Any], Any] | None:
+    """How a stored value becomes the record's (an empty JSON column is {} or
+    []); None: as it is stored."""
     if hint is Status:
         return Status
     origin = getattr(hint, "__origin__", None)
@@ -156,21 +157,32 @@ def _decoder(hint: Any) -> Callable[[Any], Any]:
         return lambda value: value or {}
     if origin is list:
         return lambda value: value or []
-    return lambda value: value
+    return None
 
 
-_DECODERS: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(
+_DECODERS: tuple[tuple[str, Callable[[Any], Any] | None], ...] = tuple(
     (f.name, _decoder(f.type)) for f in TASK_FIELDS if f.role.stored
 )
 
 
+def _decoded(decode: Callable[[Any], Any] | None, value: Any) -> Any:
+    return value if decode is None else decode(value)
+
+
 @functools.lru_cache(maxsize=256)
 def _reader(names: tuple[str, ...]) -> Callable[[Sequence[Any]], TaskRecord]:
-    """Each stored field's position in rows of ``names``, found once."""
-    plan = tuple((name, names.index(name), decode) for name, decode in _DECODERS)
+    """Each stored field's position in rows of ``names``, found once. Most
+    fields are taken as stored, with no call (a row is read on every move)."""
+    plain = tuple((name, names.index(name)) for name, decode in _DECODERS if decode is None)
+    decoded = tuple(
+        (name, names.index(name), decode) for name, decode in _DECODERS if decode is not None
+    )
 
     def read(row: Sequence[Any]) -> TaskRecord:
-        return TaskRecord(**{name: decode(row[i]) for name, i, decode in plan})
+        values = {name: row[i] for name, i in plain}
+        for name, i, decode in decoded:
+            values[name] = decode(row[i])
+        return TaskRecord(**values)
 
     return read
 
