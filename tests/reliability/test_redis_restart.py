@@ -12,6 +12,7 @@ from tests.support.stack import stack
 from tests.support.wait import wait_until
 
 TASKS = 500
+RUN_SECONDS = 0.005  # 500 runs on 2 processes: about 1.3 s of work
 MARKER = "test:before-the-restart"
 
 
@@ -20,7 +21,10 @@ def test_tasks_queued_in_a_redis_that_restarts_empty_all_complete() -> None:
         # A run cut off by the broker connection loss is cancelled by its worker
         # (worker_cancel_long_running_tasks_on_connection_loss) and runs again:
         # attempts to spare keep such a task from failing `worker_lost`.
-        spec = TaskSpec(kind="CallAction", target_id="builtin/echo", input="x", max_attempts=3)
+        # Each run takes a few ms, so that a backlog is still in Redis when it
+        # restarts: no-op tasks could all be taken before it (a fast day did).
+        spec = TaskSpec(kind="CallAction", target_id="builtin/sleep",
+                        input={"seconds": RUN_SECONDS}, max_attempts=3)  # fmt: skip
         first = [create_task(system.store, system.caller, spec).id for _ in range(TASKS // 2)]
         worker = system.start_worker("--concurrency", "2")
         # Mid-run: some done, most still queued in Redis.
