@@ -21,7 +21,8 @@ def test_ids_times_and_statuses_become_strings_and_the_rest_stays() -> None:
     east = datetime(2026, 12, 4, 3, 2, 3, tzinfo=timezone(timedelta(hours=2)))
     row = {"id": task_id, "status": Status.QUEUED, "started_at": at, "ended_at": east,
            "kind": "default", "max_attempts": 3, "timeout_seconds": 1.5, "stateful": True,
-           "parent_id": None, "params": {"a": [1]}, "input": [1, "x"], "step": Plain.ONE}  # fmt: skip
+           "parent_id": None, "params": {"a": [1]}, "input": [1, "x"],
+           "step": Plain.ONE}  # fmt: skip
 
     (ready,) = json_rows([row])
 
