@@ -158,9 +158,10 @@ def in_autocommit(conn: Connection) -> Iterator[Connection]:
     same two (no round trip), but SQLAlchemy records and resets them as
     per-checkout characteristics, which cost a single-statement create 8% of
     its CPU (0.303 against 0.279 ms a create back to back, in alternating
-    runs). A connection that can not be switched back (it broke, or a
-    statement was cut off mid-way) is dropped, never pooled in autocommit,
-    where a later transaction's statements would each commit alone."""
+    runs). A connection that can not be switched back (it broke, or was
+    left inside a transaction or a statement) is dropped, never pooled in
+    autocommit, where a later transaction's statements would each commit
+    alone."""
     driver = conn.connection.driver_connection
     assert driver is not None, "a connection just taken is live"
     driver.autocommit = True
