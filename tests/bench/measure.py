@@ -228,10 +228,12 @@ def open_bench(
     procrastinate: bool = True,
     threads: bool = False,
     solo: bool = False,
+    worker_env: dict[str, str] | None = None,
 ) -> Iterator[Bench]:
     """Fresh servers, a key, the workers (idle) and API processes; all stopped after.
     ``threads``: also the thread-pool workers of both (``systems.THREADS``);
-    ``solo``: also tasks-core's solo workers (``systems.SOLO``)."""
+    ``solo``: also tasks-core's solo workers (``systems.SOLO``);
+    ``worker_env``: more of the tasks-core processes' environment."""
     with embedded_servers() as (pg, rd), ExitStack() as stack:
         enable_statement_stats(pg)
         upgrade(pg.url)
@@ -245,6 +247,7 @@ def open_bench(
         if preload_rows:
             preload(monitor, org, preload_rows)
         env = {"DATABASE_URL": pg.url, "REDIS_URL": rd.url, "LOG_LEVEL": "WARNING"}
+        env.update(worker_env or {})
         workers = {
             "tasks-core worker": start_tasks_core_worker(env, concurrency),
             "raw Celery worker": raw_celery_worker(rd.url, concurrency),

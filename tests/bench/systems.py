@@ -73,13 +73,14 @@ class RawCelery(System):
     def __init__(self, redis_url: str, *, threads: bool = False) -> None:
         from tests.bench.raw_celery import QUEUE, THREADS_QUEUE, app
 
-        app.conf.broker_url = redis_url
         self.queue = THREADS_QUEUE if threads else QUEUE
         if threads:
             self.name = f"raw Celery 5, {THREADS_LABEL}, acks_late, no results"
         self.app = app
-        self._producer = app.producer_or_acquire()
-        self.producer = self._producer.__enter__()
+        # A connection of its own, not the app's pool: the app is the module's,
+        # and a second run in one process (the tests) is on another Redis.
+        self.connection = app.connection_for_write(redis_url)
+        self.producer = app.amqp.Producer(self.connection)
 
     def send_one(self) -> str:
         task_id = uuid.uuid4().hex
@@ -91,7 +92,7 @@ class RawCelery(System):
             self.send_one()
 
     def close(self) -> None:
-        self._producer.__exit__(None, None, None)
+        self.connection.release()
 
 
 class InProcess(System):

@@ -1,0 +1,47 @@
+"""Stamps of a task's hops in the worker, for ``tests.bench.hops``.
+
+Imported by ``tests.bench.noop`` in a worker started with ``BENCH_HOPS=1``:
+it wraps the worker's run of a message and its claim so that, for each
+task, the moment its message reached ``run_set`` and the moments its claim
+was sent and answered are written to one Redis hash (``bench:hops``, one
+HSET per claimed set, made after the claim's answer: the hops measured are
+not slowed by it). A measurement harness only: nothing else imports it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import worker.batching as batching
+import worker.runner as runner
+from tests.bench.starts import _redis
+
+HOPS = "bench:hops"
+
+_reached: dict[str, float] = {}  # task id -> when its message reached run_set
+_run_set = runner.run_set
+_claim = batching.RunBatchers._claim
+
+
+def _stamped_run_set(store: Any, task_ids: Sequence[str], **options: Any) -> Any:
+    now = time.time()
+    _reached.update(dict.fromkeys(map(str, task_ids), now))
+    return _run_set(store, task_ids, **options)
+
+
+def _stamped_claim(self: batching.RunBatchers, requests: Sequence[Any]) -> Any:
+    sent = time.time()
+    answer = _claim(self, requests)
+    answered = time.time()
+    stamps = {
+        str(r.task_id): f"{_reached.pop(str(r.task_id), 0.0)!r},{sent!r},{answered!r}"
+        for r in requests
+    }
+    _redis().hset(HOPS, mapping=stamps)  # type: ignore[arg-type]
+    return answer
+
+
+runner.run_set = _stamped_run_set  # type: ignore[assignment]
+batching.RunBatchers._claim = _stamped_claim  # type: ignore[method-assign]

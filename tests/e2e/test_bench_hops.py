@@ -1,0 +1,20 @@
+"""The hop-by-hop benchmark (`python -m tests.bench.hops`) works: a tiny run
+stamps every hop of every task in the prefork and solo workers, beside raw
+Celery's enqueue→start."""
+
+from __future__ import annotations
+
+from tests.bench.hops import HOP_NAMES, run
+from tests.support.figures import report
+
+
+def test_every_hop_of_every_task_is_stamped() -> None:
+    results = run(count=20, gap=0.0, rounds=1)
+
+    assert len(results.raw_p50_ms) == 1 and results.raw_p50_ms[0] > 0
+    assert set(results.hops) == {"prefork", "solo"}
+    for name, rounds in results.hops.items():
+        (hops,) = rounds
+        assert len(hops.medians) == len(HOP_NAMES), name
+        assert all(ms > 0 for ms in hops.medians), (name, hops)
+    report(f"\nbench hops smoke: systems={len(results.hops)} hops={len(HOP_NAMES)}")
