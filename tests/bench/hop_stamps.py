@@ -5,7 +5,8 @@ it wraps the worker's run of a message and its claim so that, for each
 task, the moment its message reached ``run_set`` and the moments its claim
 was sent and answered are written to one Redis hash (``bench:hops``, one
 HSET per claimed set, made after the claim's answer: the hops measured are
-not slowed by it). A measurement harness only: nothing else imports it.
+not slowed by it). A measurement harness only: it patches the worker's code
+on import, so only the no-op imports it, in a worker told to.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from typing import Any
 
 import worker.batching as batching
 import worker.runner as runner
-from tests.bench.starts import _redis
-
-HOPS = "bench:hops"
+from tests.bench.starts import HOPS, _redis
 
 _reached: dict[str, float] = {}  # task id -> when its message reached run_set
 _run_set = runner.run_set

@@ -21,9 +21,8 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from tests.bench.hop_stamps import HOPS
 from tests.bench.measure import Bench, latency, open_bench
-from tests.bench.starts import STARTED
+from tests.bench.starts import HOPS, STARTED
 from tests.bench.systems import InProcess, RawCelery, System
 
 HOP_NAMES = ("create call", "→ worker", "→ claim sent", "claim", "→ handler", "enqueue→start")

@@ -13,6 +13,8 @@ import time
 import redis
 
 STARTED = "bench:started"
+# Where ``tests.bench.hop_stamps`` writes each task's hops, for ``tests.bench.hops``.
+HOPS = "bench:hops"
 
 _client: tuple[int, redis.Redis] | None = None
 

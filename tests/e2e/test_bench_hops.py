@@ -4,6 +4,8 @@ Celery's enqueue→start."""
 
 from __future__ import annotations
 
+import worker.batching
+import worker.runner
 from tests.bench.hops import HOP_NAMES, run
 from tests.support.figures import report
 
@@ -17,4 +19,7 @@ def test_every_hop_of_every_task_is_stamped() -> None:
         (hops,) = rounds
         assert len(hops.medians) == len(HOP_NAMES), name
         assert all(ms > 0 for ms in hops.medians), (name, hops)
+    # Only the workers are stamped: this process's run path is as it was.
+    assert worker.runner.run_set.__module__ == "worker.runner"
+    assert worker.batching.RunBatchers._claim.__module__ == "worker.batching"
     report(f"\nbench hops smoke: systems={len(results.hops)} hops={len(HOP_NAMES)}")
