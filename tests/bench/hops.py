@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from dataclasses import dataclass, field
 
-from tests.bench.measure import Bench, latency, open_bench
-from tests.bench.starts import HOPS, STARTED
+from tests.bench.measure import Bench, latency, open_bench, paced_sends
+from tests.bench.starts import HOPS
 from tests.bench.systems import InProcess, RawCelery, System
 
 HOP_NAMES = ("create call", "→ worker", "→ claim sent", "claim", "→ handler", "enqueue→start")
@@ -45,18 +44,8 @@ class Results:
 
 def stamped(bench: Bench, system: System, count: int, gap: float) -> Hops:
     """Send ``count`` tasks ``gap`` s apart and read back each one's stamps."""
-    bench.redis.delete(STARTED, HOPS)
-    calls: dict[str, tuple[float, float]] = {}
-    begin = time.perf_counter()
-    for i in range(count):
-        delay = begin + i * gap - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)  # the pace of the sends, not a wait for a condition
-        called = time.time()
-        task_id = system.send_one()
-        calls[task_id] = (called, time.time())
-    starts = bench.wait_started(count)
-    bench.settle(system)
+    bench.redis.delete(HOPS)
+    calls, starts = paced_sends(bench, system, count, gap)
     raw = bench.redis.hgetall(HOPS)
     stamps = {key.decode(): [float(x) for x in value.decode().split(",")]
               for key, value in raw.items()}  # fmt: skip

@@ -153,20 +153,30 @@ def throughput(bench: Bench, system: System, n: int) -> Throughput:
     return Throughput(per_second, n / (enqueued - first_call), statements, len(starts), cpu_ms)
 
 
-def latency(bench: Bench, system: System, count: int, gap: float) -> tuple[float, float]:
-    """(p50, p95) of enqueue->start in ms, over ``count`` tasks sent ``gap`` s apart."""
+def paced_sends(
+    bench: Bench, system: System, count: int, gap: float
+) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
+    """Send ``count`` tasks ``gap`` s apart, one at a time: each task's
+    (enqueue call, its return) and, once all ran, each one's start."""
     bench.redis.delete(STARTED)
-    sent: dict[str, float] = {}
+    calls: dict[str, tuple[float, float]] = {}
     begin = time.perf_counter()
     for i in range(count):
         delay = begin + i * gap - time.perf_counter()
         if delay > 0:
-            time.sleep(delay)
+            time.sleep(delay)  # the pace of the sends, not a wait for a condition
         called = time.time()
-        sent[system.send_one()] = called
+        task_id = system.send_one()
+        calls[task_id] = (called, time.time())
     starts = bench.wait_started(count)
     bench.settle(system)
-    ms = [(starts[task_id] - called) * 1000 for task_id, called in sent.items()]
+    return calls, starts
+
+
+def latency(bench: Bench, system: System, count: int, gap: float) -> tuple[float, float]:
+    """(p50, p95) of enqueue->start in ms, over ``count`` tasks sent ``gap`` s apart."""
+    calls, starts = paced_sends(bench, system, count, gap)
+    ms = [(starts[task_id] - called) * 1000 for task_id, (called, _) in calls.items()]
     return statistics.median(ms), statistics.quantiles(ms, n=20)[18]
 
 
