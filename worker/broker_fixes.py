@@ -35,8 +35,6 @@ from kombu.transport import virtual
 log = logging.getLogger(__name__)
 
 _original_restore_unacked: Callable[..., None] = kombu_redis.QoS.restore_unacked
-_original_ack: Callable[..., None] = kombu_redis.QoS.ack
-_original_reject: Callable[..., None] = kombu_redis.QoS.reject
 _books_only_ack: Callable[..., None] = virtual.QoS.ack
 
 
@@ -52,26 +50,24 @@ def _restore_unacked(self: Any, client: Any = None) -> None:
         self._delivered.clear()
 
 
-def _ack(self: Any, delivery_tag: str) -> None:
-    try:
-        _original_ack(self, delivery_tag)
-    except AttributeError:
-        if not _connection_gone(self):
-            raise
-        _forget(self, delivery_tag, "ack")
+def _dropped_when_lost(original: Callable[..., None], what: str) -> Callable[..., None]:
+    """``original`` (the ack or the reject of a message), whose failure on a
+    channel with no connection left is logged and the message forgotten; any
+    other ``AttributeError`` is raised."""
+
+    def guarded(self: Any, delivery_tag: str, *args: Any, **options: Any) -> None:
+        try:
+            original(self, delivery_tag, *args, **options)
+        except AttributeError:
+            if getattr(self.channel, "connection", None) is not None:
+                raise
+            _forget(self, delivery_tag, what)
+
+    return guarded
 
 
-def _reject(self: Any, delivery_tag: str, requeue: bool = False) -> None:
-    try:
-        _original_reject(self, delivery_tag, requeue)
-    except AttributeError:
-        if not _connection_gone(self):
-            raise
-        _forget(self, delivery_tag, "reject")
-
-
-def _connection_gone(qos: Any) -> bool:
-    return getattr(qos.channel, "connection", None) is None
+_ack = _dropped_when_lost(kombu_redis.QoS.ack, "ack")
+_reject = _dropped_when_lost(kombu_redis.QoS.reject, "reject")
 
 
 def _forget(qos: Any, delivery_tag: str, what: str) -> None:

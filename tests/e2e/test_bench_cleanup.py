@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tasks_core.devservers.processes import _alive  # running, and not a zombie
 from tests.support.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,15 +31,6 @@ with open_bench(api_workers=(1,), procrastinate=False) as bench:
     print(json.dumps({"pids": started, "data": data}), flush=True)
     signal.pause()
 """
-
-
-def _alive(pid: int) -> bool:
-    """Running, and not a zombie waiting for its parent to reap it."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_a_benchmark_ended_by_sigterm_stops_what_it_started() -> None:
