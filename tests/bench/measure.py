@@ -333,6 +333,9 @@ class _Group(Service):
     def pids(self) -> list[int]:
         return [pid for member in self.members for pid in member.pids()]
 
+    def main_pids(self) -> list[int]:
+        return [pid for member in self.members for pid in member.main_pids()]
+
     def kill(self) -> None:
         for member in self.members:
             member.kill()

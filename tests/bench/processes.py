@@ -97,6 +97,10 @@ class Service:
     def pids(self) -> list[int]:
         return descendants(self.process.pid) if self.process else []
 
+    def main_pids(self) -> list[int]:
+        """The process started (a worker's Celery consumer), without those below it."""
+        return [self.process.pid] if self.process else []
+
     def kill(self) -> None:
         if self.process is not None:
             with contextlib.suppress(ProcessLookupError):
