@@ -13,7 +13,10 @@ way is found from there:
 - a task waiting longer than its ``queueTimeoutSeconds`` fails with
   ``queue_timeout``;
 - a task waiting longer than ``UNSERVED_TIMEOUT_SECONDS`` on a queue no
-  worker node serves fails with ``unknown_kind`` (``tasks_core.unserved``).
+  worker node serves fails with ``unknown_kind`` (``tasks_core.unserved``);
+- a table filled from empty faster than autovacuum analyzes it is analyzed,
+  so that the plans cached on it find tasks by key again
+  (``tasks_core.storage.statistics``).
 
 Nothing one task holds can stop the sweeper for the others: each kind of
 recovery runs on its own, and each batch runs as one statement or
@@ -40,6 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 from tasks_core.lifecycle.engine import apply, hold_expired_runs, hold_runs, restart_backoffs
 from tasks_core.lifecycle.moves import Expired, QueueTimeout, RecoverLease, Republish
@@ -55,7 +59,9 @@ from tasks_core.recovery_failures import (
     skip_failed,
 )
 from tasks_core.status import Status
+from tasks_core.storage.errors import is_lock_timeout
 from tasks_core.storage.idempotency import forget_expired
+from tasks_core.storage.statistics import analyze, outgrown
 from tasks_core.storage.tasks import (
     Queue,
     due_queue_timeouts,
@@ -81,6 +87,7 @@ QUEUE_TIMED_OUT = "queue_timeout"
 FORGOTTEN_KEYS = "idempotency_keys_forgotten"
 FORGOTTEN_WORKERS = "workers_forgotten"
 BACKOFFS_RESTARTED = "republish_backoffs_restarted"  # the broker lost its data
+TABLES_ANALYZED = "tables_analyzed"  # a table outgrew its planner statistics
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,10 +327,47 @@ def forget_idempotency_keys(store: Store) -> Tally:
         return Counter({FORGOTTEN_KEYS: forget_expired(conn, batch=store.settings.sweep_batch)})
 
 
-# Each runs on its own, whatever the others do. Timeouts (and unserved
+# The tables (database URL, name) this process may not analyze (its role
+# lacks the right): left to autovacuum, and said once.
+_NOT_ANALYZABLE: set[tuple[str, str]] = set()
+
+
+def refresh_statistics(store: Store) -> Tally:
+    """Analyze each table that outgrew its planner statistics, so that the
+    plans cached on it are made again, by key (``tasks_core.storage.statistics``).
+    A table whose lock is taken (autovacuum is at it) waits for the next pass."""
+    database = store.engine.url.render_as_string(hide_password=True)
+    with store.statement() as conn:
+        tables = [t for t in outgrown(conn) if (database, t) not in _NOT_ANALYZABLE]
+    analyzed = 0
+    for table in tables:
+        try:
+            with store.transaction() as conn:
+                covered = analyze(conn, table)
+        except DBAPIError as exc:
+            if not is_lock_timeout(exc):
+                raise
+            log.info("sweep: %s is being vacuumed or analyzed; next pass", table)
+            continue
+        if covered:
+            analyzed += 1
+            log.info("sweep: analyzed %s, which had outgrown its planner statistics", table)
+        else:
+            _NOT_ANALYZABLE.add((database, table))
+            log.warning(
+                "sweep: this role may not ANALYZE %s (grant it MAINTAIN on the table); "
+                "its planner statistics are left to autovacuum",
+                table,
+            )
+    return Counter({TABLES_ANALYZED: analyzed}) if analyzed else Counter()
+
+
+# Each runs on its own, whatever the others do. Statistics come first (the
+# others' statements read the same tables). Timeouts (and unserved
 # tasks) come before republishes (a task past its queue timeout is not published again), lost
 # runs before them too (a new attempt is published by its move).
 KINDS: tuple[tuple[str, Callable[[Store], Tally]], ...] = (
+    ("statistics", refresh_statistics),
     ("forget_idempotency_keys", forget_idempotency_keys),
     ("forget_workers", forget_silent_workers),
     ("queue_timeout", fail_queue_timeouts),

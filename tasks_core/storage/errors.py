@@ -77,6 +77,11 @@ def is_unavailable(exc: BaseException) -> bool:
     return exc.connection_invalidated or state is None or state.startswith(("08", "53", "57P"))
 
 
+def is_lock_timeout(exc: BaseException) -> bool:
+    """A lock not had within ``lock_timeout`` (55P03): someone else holds it for now."""
+    return isinstance(exc, DBAPIError) and sqlstate(exc) == "55P03"
+
+
 def is_collision(exc: DBAPIError) -> bool:
     """A deadlock (40P01) or serialization failure (40001): worth running again."""
     return classify(exc) is DatabaseFailure.COLLISION

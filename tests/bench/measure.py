@@ -27,6 +27,7 @@ from tests.bench.processes import (
     descendants,
     raw_celery_worker,
     rss_kib,
+    sweeper,
 )
 from tests.bench.processes import tasks_core_worker as start_tasks_core_worker
 from tests.bench.starts import STARTED
@@ -72,6 +73,7 @@ class Bench:
     workers: dict[str, Service]
     api: dict[int, ApiServer]
     procrastinate_dsn: str | None
+    # The servers' processes and the sweeper's, by name.
     server_pids: dict[str, Callable[[], list[int]]] = field(default_factory=dict)
     create_statements: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -84,7 +86,7 @@ class Bench:
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds used so far by each group of processes: this client, the
-        servers, each group of workers and each API server."""
+        servers, the sweeper, each group of workers and each API server."""
         groups = {"client": [os.getpid()]}
         groups.update({name: pids() for name, pids in self.server_pids.items()})
         groups.update({name: worker.pids() for name, worker in self.workers.items()})
@@ -240,7 +242,7 @@ def open_bench(
     solo: bool = False,
     worker_env: dict[str, str] | None = None,
 ) -> Iterator[Bench]:
-    """Fresh servers, a key, the workers (idle) and API processes; all stopped after.
+    """Fresh servers, a key, the workers (idle), a sweeper and API processes; all stopped after.
     ``threads``: also the thread-pool workers of both (``systems.THREADS``);
     ``solo``: also tasks-core's solo workers (``systems.SOLO``);
     ``worker_env``: more of the tasks-core processes' environment."""
@@ -275,6 +277,9 @@ def open_bench(
             api[count] = ApiServer(env, count)
             stack.callback(api[count].kill)
             api[count].start_serving()
+        recovery = sweeper(env)
+        stack.callback(recovery.kill)
+        recovery.start()
         started = start_procrastinate(pg, rd.url, stack) if procrastinate else None
         dsn = None
         if started is not None:
@@ -289,7 +294,7 @@ def open_bench(
             workers=workers,
             api=api,
             procrastinate_dsn=dsn,
-            server_pids=_server_pids(pg, rd),
+            server_pids={**_server_pids(pg, rd), "sweeper": recovery.pids},
         )
 
 

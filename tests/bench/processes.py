@@ -143,6 +143,12 @@ def tasks_core_worker(
     return Service(command, {**env, **settings})
 
 
+def sweeper(env: dict[str, str]) -> Service:
+    """A real ``tasks-core sweeper``, as a deployment runs one (every 5 s: lost
+    publishes, expired leases, and the tables' planner statistics as they fill)."""
+    return Service([PYTHON, "-m", "tasks_core.cli", "sweeper"], {**env, "LOG_LEVEL": "WARNING"})
+
+
 def raw_celery_worker(
     redis_url: str,
     concurrency: int,

@@ -8,7 +8,7 @@ fsync on, Redis, the prefork tasks-core worker, 2 solo workers, raw Celery).
 Each round sends ``--tasks`` tasks at ``--rate`` a second, one at a time,
 through raw Celery and through tasks-core (``create_task()`` one by one, to
 the prefork and to the solo workers), and prints, per task: the CPU of each
-group of processes (this client, PostgreSQL, Redis, the system's worker
+group of processes (this client, PostgreSQL, Redis, the sweeper, the system's worker
 processes, split into the Celery consumer that takes the messages and the
 pool processes that run them; a solo worker is both), and the PostgreSQL
 statements of every process. Tasks that come one at a time are what one HTTP
@@ -28,7 +28,7 @@ from tests.bench.measure import Bench, open_bench, paced_sends
 from tests.bench.processes import Service, cpu_seconds
 from tests.bench.systems import InProcess, RawCelery, System
 
-COLUMNS = ("all", "client", "PostgreSQL", "Redis", "worker consumer", "worker pool")
+COLUMNS = ("all", "client", "PostgreSQL", "Redis", "sweeper", "worker consumer", "worker pool")
 
 
 @dataclass
