@@ -1,0 +1,18 @@
+"""The durable-floor benchmark (`python -m tests.bench.floor`) works: a tiny
+run measures raw Celery, raw Celery made durable by hand, and tasks-core."""
+
+from __future__ import annotations
+
+from tests.bench.floor import ratios, run
+from tests.support.figures import report
+
+
+def test_each_system_is_measured_beside_raw_celery() -> None:
+    results = run(tasks=60, latency_tasks=20, rounds=1)
+
+    assert len(results.rounds) == 4
+    for name, ((per_second, p50, cpu),) in results.rounds.items():
+        assert per_second > 0 and p50 > 0 and cpu > 0, name
+    first, *_ = ratios(results).values()
+    assert first == (1.0, 1.0)  # raw Celery is its own reference
+    report(f"\nbench floor smoke: systems={len(results.rounds)}")
