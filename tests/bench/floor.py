@@ -31,14 +31,16 @@ import argparse
 import statistics
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
 
 from tests.bench.floor_celery import INSERT, QUEUE, TABLE, connect
 from tests.bench.measure import Bench, latency, open_bench, throughput
 from tests.bench.processes import Service, raw_celery_worker
 from tests.bench.systems import InProcess, RawCelery, System
+from tests.support.wait import wait_until
 
 FLOOR_WORKER = "durable floor worker"
+Figures = tuple[float, float, float]
+WARM_UP = 3  # tasks each system sends first (``Bench.warm_up``)
 
 
 class DurableInsert(RawCelery):
@@ -63,6 +65,12 @@ class DurableInsert(RawCelery):
         self.app.send_task(self.task, args=[str(task_id)], queue=self.queue, producer=self.producer)
         return str(task_id)
 
+    def completed(self) -> int:
+        """Rows the durable no-op claimed and finished."""
+        row = self.db.execute("SELECT count(*) FROM floor_tasks WHERE status = 'completed'")
+        found = row.fetchone()
+        return int(found[0]) if found else 0
+
     def close(self) -> None:
         super().close()
         self.db.close()
@@ -70,20 +78,21 @@ class DurableInsert(RawCelery):
 
 @dataclass
 class Results:
-    """Per system, each round's (tasks/s, p50 ms, CPU ms per task in all processes)."""
+    """Per system, each round's (tasks/s, p50 ms, CPU ms per task in all
+    processes); and how many tasks the durable no-op claimed and finished."""
 
-    rounds: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
+    rounds: dict[str, list[Figures]] = field(default_factory=dict)
+    floor_completed: int = 0
 
 
 def _floor_worker(bench: Bench, database_url: str) -> Service:
     """A prefork worker of 2 processes for the durable no-op, counted in the run's CPU."""
-    worker = raw_celery_worker(bench.redis_url, 2, queue=QUEUE)
-    worker.command[worker.command.index("tests.bench.raw_celery")] = "tests.bench.floor_celery"
-    worker.env["DATABASE_URL"] = database_url
-    return worker.start()
+    env = {"DATABASE_URL": database_url}
+    app = "tests.bench.floor_celery"
+    return raw_celery_worker(bench.redis_url, 2, queue=QUEUE, app=app, env=env).start()
 
 
-def measure(bench: Bench, system: System, tasks: int, latency_tasks: int) -> tuple[float, ...]:
+def measure(bench: Bench, system: System, tasks: int, latency_tasks: int) -> Figures:
     run = throughput(bench, system, tasks)
     p50, _ = latency(bench, system, latency_tasks, 0.005)
     return run.per_second, p50, sum(run.cpu_ms.values())
@@ -95,20 +104,26 @@ def run(tasks: int, latency_tasks: int, rounds: int) -> Results:
     with open_bench(api_workers=(), procrastinate=False) as bench:
         database_url = bench.store.settings.database_url
         floor = bench.workers[FLOOR_WORKER] = _floor_worker(bench, database_url)
+        floor_system = DurableInsert(bench.redis_url, database_url, run=True)
         systems: list[System] = [
             RawCelery(bench.redis_url),
             DurableInsert(bench.redis_url, database_url),
-            DurableInsert(bench.redis_url, database_url, run=True),
+            floor_system,
             InProcess(bench.store, bench.caller),
         ]
         try:
             bench.warm_up(systems)
             for _ in range(rounds):
                 for system in systems:
-                    figures: Any = measure(bench, system, tasks, latency_tasks)
+                    figures = measure(bench, system, tasks, latency_tasks)
                     results.rounds.setdefault(system.name, []).append(figures)
                     print(f"{system.name}: tasks/s={figures[0]:.0f} p50_ms={figures[1]:.2f} "
                           f"cpu_ms/task={figures[2]:.2f}", flush=True)  # fmt: skip
+            # A start is recorded before the outcome is written: wait for the last ones.
+            sent = WARM_UP + rounds * (tasks + latency_tasks)
+            wait_until(lambda: floor_system.completed() >= sent, timeout=30,
+                       interval=0.01, message="durable no-ops not all finished")  # fmt: skip
+            results.floor_completed = floor_system.completed()
         finally:
             for system in systems:
                 system.close()

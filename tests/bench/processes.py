@@ -155,11 +155,14 @@ def raw_celery_worker(
     loglevel: str = "WARNING",
     pool: str = "prefork",
     queue: str | None = None,
+    app: str = "tests.bench.raw_celery",
+    env: dict[str, str] | None = None,
 ) -> Service:
-    """A bare Celery worker (prefork, or ``pool``) for ``tests.bench.raw_celery``."""
+    """A bare Celery worker (prefork, or ``pool``) for ``tests.bench.raw_celery``
+    (or ``app``, a module holding its app; ``env``: more of its environment)."""
     from tests.bench.raw_celery import QUEUE
 
-    command = [PYTHON, "-m", "celery", "-A", "tests.bench.raw_celery", "worker"]
+    command = [PYTHON, "-m", "celery", "-A", app, "worker"]
     command += ["-Q", queue or QUEUE]
     command += ["-c", str(concurrency), "--pool", pool, "--loglevel", loglevel]
-    return Service(command, {"REDIS_URL": redis_url})
+    return Service(command, {"REDIS_URL": redis_url, **(env or {})})
