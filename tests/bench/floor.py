@@ -85,9 +85,10 @@ class Results:
     floor_completed: int = 0
 
 
-def _floor_worker(bench: Bench, database_url: str) -> Service:
-    """A prefork worker of 2 processes for the durable no-op, counted in the run's CPU."""
-    env = {"DATABASE_URL": database_url}
+def floor_worker(bench: Bench, database_url: str, *, stamping: bool = False) -> Service:
+    """A prefork worker of 2 processes for the durable no-op, counted in the
+    run's CPU; ``stamping``: its no-op stamps its hops (``tests.bench.hops``)."""
+    env = {"DATABASE_URL": database_url, **({"BENCH_HOPS": "1"} if stamping else {})}
     app = "tests.bench.floor_celery"
     return raw_celery_worker(bench.redis_url, 2, queue=QUEUE, app=app, env=env).start()
 
@@ -103,7 +104,7 @@ def run(tasks: int, latency_tasks: int, rounds: int) -> Results:
     results = Results()
     with open_bench(api_workers=(), procrastinate=False) as bench:
         database_url = bench.store.settings.database_url
-        floor = bench.workers[FLOOR_WORKER] = _floor_worker(bench, database_url)
+        floor = bench.workers[FLOOR_WORKER] = floor_worker(bench, database_url)
         floor_system = DurableInsert(bench.redis_url, database_url, run=True)
         systems: list[System] = [
             RawCelery(bench.redis_url),

@@ -7,20 +7,26 @@ autocommitted statement with a durable commit, then sends its message; the
 worker claims it with one guarded ``UPDATE`` whose commit is relaxed (as
 tasks-core's claim), runs the no-op, and writes the outcome with one guarded
 ``UPDATE`` and a durable commit. No events, no JSON, no fields, no sets.
+
+In a worker started with ``BENCH_HOPS=1`` the no-op also writes, once its
+outcome is written, when its body began and its claim was sent and
+answered (``tests.bench.hops``, the same stamps as tasks-core's).
 """
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from typing import Any
 
 import psycopg
 
 from tests.bench.raw_celery import app
-from tests.bench.starts import record_start
+from tests.bench.starts import HOPS, _redis, record_start
 
 QUEUE = "raw-durable"
+STAMPING = os.environ.get("BENCH_HOPS") == "1"
 TABLE = """
 CREATE TABLE IF NOT EXISTS floor_tasks (
     id uuid PRIMARY KEY,
@@ -61,9 +67,14 @@ def _worker_connections() -> tuple[psycopg.Connection[Any], psycopg.Connection[A
 
 @app.task(name="raw.durable")
 def durable_noop(task_id: str) -> None:
+    reached = time.time()
     relaxed, durable = _worker_connections()
     row = uuid.UUID(task_id)
+    sent = time.time()
     if relaxed.execute(CLAIM, (row,)).fetchone() is None:
         return  # claimed already (a duplicate delivery) or never stored
+    answered = time.time()
     record_start(task_id)
     durable.execute(FINISH, (row,))
+    if STAMPING:
+        _redis().hset(HOPS, task_id, f"{reached!r},{sent!r},{answered!r}")
