@@ -68,7 +68,7 @@ def stamped(bench: Bench, system: System, count: int, gap: float) -> Hops:
 
 
 def run(count: int, gap: float, rounds: int) -> Results:
-    """Each round: raw Celery's p50, then the hops of prefork and solo workers."""
+    """Each round: raw Celery's p50, then the hops of prefork and solo workers and the floor."""
     results = Results(hops={"prefork": [], "solo": [], FLOOR: []})
     stamping = {"BENCH_HOPS": "1"}  # the workers load tests.bench.hop_stamps
     with open_bench(api_workers=(), procrastinate=False, solo=True, worker_env=stamping) as bench:
