@@ -25,8 +25,9 @@ def test_each_system_s_cpu_is_split_by_process_group() -> None:
     # runs its tasks in the process that takes the messages.
     assert results.cpu_ms[PREFORK][0]["worker pool"] > 0
     assert results.cpu_ms[SOLO][0]["worker pool"] == 0
-    # Only tasks-core writes to PostgreSQL: each task's create, claim and
-    # outcome (raw Celery's window may hold a periodic statement of a worker).
+    # Only tasks-core writes to PostgreSQL: each task's create, and its claim
+    # and outcome, which tasks that came while the workers were behind share
+    # in run sets (raw Celery's window may hold a periodic statement of a worker).
     assert results.statements[RAW][0] < 0.5
-    assert results.statements[PREFORK][0] >= 2 and results.statements[SOLO][0] >= 2
+    assert results.statements[PREFORK][0] > 1 and results.statements[SOLO][0] > 1
     report(f"\nbench trickle smoke: systems={len(results.cpu_ms)} columns={len(COLUMNS)}")
