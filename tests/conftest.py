@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ import redis
 
 from tasks_core.devservers import EmbeddedPostgres, EmbeddedRedis
 from tests.support.databases import TEMPLATE_DATABASE, create_database, drop_database, seal_template
+from tests.support.figures import FIGURE, take_pending
 
 
 @pytest.fixture(scope="session")
@@ -81,11 +82,28 @@ def redis_url(redis_server: EmbeddedRedis) -> str:
     return redis_server.url
 
 
+# The figures that reached this process's reports, in the order they came.
+_FIGURES: list[str] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Hand the figures of this phase of the test on with its report."""
+    report = yield
+    report.user_properties.extend((FIGURE, line) for line in take_pending())
+    return report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Keep the figures of a report, from this process or a test process."""
+    _FIGURES.extend(value for name, value in report.user_properties if name == FIGURE)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Show the figures fault and scale tests measured (see tests/support/figures.py)."""
-    from tests.support.figures import FIGURES
-
-    if FIGURES:
+    if _FIGURES:
         terminalreporter.section("figures")
-        for line in FIGURES:
+        for line in _FIGURES:
             terminalreporter.write_line(line)
