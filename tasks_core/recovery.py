@@ -26,6 +26,15 @@ task id, counted on the task's row and in the pass's report, and a task
 whose recovery fails ``RECOVERY_MAX_FAILURES`` times in a row fails with
 ``recovery_failed`` (see ``tasks_core.recovery_failures``).
 
+A worker is judged by its silence (a lease not renewed, a heartbeat not
+written) only once it could have spoken: after PostgreSQL was out of reach
+(a crash, a restart, a cut), and when the sweeper starts, the sweeper
+recovers no lease until it has reached PostgreSQL for ``LEASE_SECONDS``
+without a break, and fails no task as unserved until it has for two
+``WORKER_HEARTBEAT_SECONDS`` (see :class:`Hearing`). An outage longer than a
+lease leaves every lease expired and every heartbeat old, yet the workers
+are alive, holding outcomes to write; they write them in that time.
+
 Re-publishing and lease recovery take bounded batches with ``SKIP LOCKED``
 so that several sweepers share the work; queue timeouts are guarded
 updates that only one sweeper can apply. Duplicate publishes are harmless
@@ -37,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -58,6 +68,7 @@ from tasks_core.recovery_failures import (
     each_alone,
     skip_failed,
 )
+from tasks_core.settings import Settings
 from tasks_core.status import Status
 from tasks_core.storage.errors import is_lock_timeout
 from tasks_core.storage.idempotency import forget_expired
@@ -125,21 +136,71 @@ class SweepReport:
         return self.republished + self.requeued + self.lost + self.queue_timeouts
 
 
+class Hearing:
+    """How long one sweeper has reached PostgreSQL without a break, counted
+    from the start of its first pass that did (a sweeper starts with none).
+    The recoveries that judge a worker by its silence wait for as long as a
+    live worker takes to break it (:func:`_silence_needs`)."""
+
+    def __init__(self) -> None:
+        self._since: float | None = None
+        self._was_lost = False
+
+    def pass_starts(self) -> None:
+        if self._since is not None:
+            return
+        self._since = time.monotonic()
+        if self._was_lost:
+            log.info(
+                "sweep: trying PostgreSQL again; expired leases and unserved queues "
+                "wait until it has been reachable long enough for live workers to renew"
+            )
+
+    def lost(self) -> None:
+        """PostgreSQL was out of reach in this pass."""
+        self._since = None
+        self._was_lost = True
+
+    def heard_for(self) -> float:
+        return 0.0 if self._since is None else time.monotonic() - self._since
+
+
+def _silence_needs(kind: str, settings: Settings) -> float:
+    """How long PostgreSQL must have been reachable before the silence that
+    ``kind`` of recovery acts on means a worker is gone: a live worker renews
+    a lease within a lease (it writes an outcome it holds sooner, see
+    ``worker.recording``), and beats within a heartbeat interval; two, since
+    a beat under way when PostgreSQL returned may have failed."""
+    if kind == "recover_lease":
+        return settings.lease_seconds
+    if kind == "unserved":
+        return 2 * settings.worker_heartbeat_seconds
+    return 0.0
+
+
 # --- The kinds of recovery ---------------------------------------------------------------
 
 
-def sweep_once(store: Store) -> SweepReport:
+def sweep_once(store: Store, hearing: Hearing | None = None) -> SweepReport:
     """One pass of every kind of recovery, each in bounded batches and each on
     its own: one that fails (logged, counted as ``<kind>_error``) does not
-    keep the others from running, unless PostgreSQL itself is out of reach."""
+    keep the others from running, unless PostgreSQL itself is out of reach.
+    With ``hearing`` (the sweeper's loop), the kinds that judge workers by
+    their silence wait until PostgreSQL has been reachable long enough."""
     counts: Tally = Counter()
+    if hearing is not None:
+        hearing.pass_starts()
     for name, recover in KINDS:
+        if hearing is not None and hearing.heard_for() < _silence_needs(name, store.settings):
+            continue  # live workers may not have reached PostgreSQL yet
         try:
             counts.update(recover(store))
         except Exception as exc:
             counts[f"{name}_error"] += 1
             if is_unavailable(exc):  # no kind can do anything without PostgreSQL
                 log.warning("sweep: PostgreSQL unavailable (%s); next pass", describe(exc))
+                if hearing is not None:
+                    hearing.lost()
                 break
             log.warning("sweep: %s failed; the other recoveries go on", name, exc_info=True)
     report = SweepReport(dict(counts))
@@ -386,8 +447,9 @@ def run_sweeper(store: Store, stop: threading.Event, totals: Tally | None = None
     that fails (PostgreSQL down) is logged and tried again on the next tick."""
     interval = store.settings.sweep_interval_seconds
     log.info("sweeper started (every %ss)", interval)
+    hearing = Hearing()
     while not stop.is_set():
-        report = sweep_once(store)
+        report = sweep_once(store, hearing)
         if totals is not None:
             totals.update(report.counts)
         stop.wait(interval)

@@ -4,8 +4,9 @@ Every write is fenced by the run's attempt, so writing again (after an error
 whose effect is unknown) is safe. What a write's failure means is told by
 ``classify``. While PostgreSQL is unreachable the writes are retried (with
 backoff, for up to ``OUTCOME_RETRY_SECONDS``) so that computed outcomes are
-not lost; past that the runs are left to the sweeper, which runs them again
-once their leases expire. An outcome that PostgreSQL refuses (a value it can
+not lost, even when the outage outlasts their leases (see ``longest_pause``);
+past that the runs are left to the sweeper, which runs them again once their
+leases expire. An outcome that PostgreSQL refuses (a value it can
 not store) would be refused again: that task fails at once with
 ``output_rejected`` instead, and the others of its set are written as they are.
 """
@@ -59,7 +60,8 @@ def record_all(store: Store, decided: Sequence[Decided], *, worker: str) -> list
     run is left out). Raises when the database stays unreachable past
     ``OUTCOME_RETRY_SECONDS``: those not yet written are left to the sweeper."""
     deadline = time.monotonic() + store.settings.outcome_retry_seconds
-    pause = 0.2
+    longest = longest_pause(store.settings.lease_seconds)
+    pause = min(0.2, longest)
     written: list[TaskRecord] = []
     todo = list(decided)
     while todo:
@@ -86,9 +88,17 @@ def record_all(store: Store, decided: Sequence[Decided], *, worker: str) -> list
             waiting = ", ".join(str(d.run.id) for d in again)
             log.warning("database unavailable; retrying the outcome of task %s", waiting)
             time.sleep(pause)  # a back-off between tries, not a wait for a condition
-            pause = min(pause * 2, 5.0)
+            pause = min(pause * 2, longest)
         todo = again
     return written
+
+
+def longest_pause(lease_seconds: float) -> float:
+    """The longest back-off between two tries of an outcome's write. Once
+    PostgreSQL is back, the sweeper leaves expired leases alone for a lease
+    (``tasks_core.recovery.Hearing``): a write tried several times within
+    that lands before its run can be taken for lost."""
+    return min(5.0, lease_seconds / 4)
 
 
 Written = tuple[TaskRecord | None, BaseException | None]

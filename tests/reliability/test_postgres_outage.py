@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from fastapi.testclient import TestClient
@@ -78,3 +79,30 @@ def test_an_outcome_computed_while_postgres_is_down_is_written_when_it_returns()
             final = get_task(conn, system.caller.organization_id, task.id)
         assert final is not None and final.attempt == 1 and final.output == {"attempt": 1}
         report("postgres outage mid-run: outcomes_kept=1 reruns=0")
+
+
+def test_an_outcome_held_through_an_outage_longer_than_its_lease_is_written_not_lost() -> None:
+    # A lease shorter than the outage: when PostgreSQL returns, the run's lease
+    # has run out, and a sweeper is there to see it.
+    lease = 3.0
+    with stack(lease_seconds=lease) as system:
+        worker = system.start_worker("--concurrency", "1", env={"LEASE_SECONDS": str(lease)})
+        system.start_sweeper()
+        spec = TaskSpec(kind="CallAction", target_id="test/work", input={"seconds": 0.5})
+        task = create_task(system.store, system.caller, spec)
+        system.wait_all([task.id], ("running",), timeout=30)
+        system.postgres.stop()
+        stopped = time.monotonic()
+        wait_until(
+            lambda: "retrying the outcome of task" in worker.log(), timeout=30, interval=0.05
+        )
+        # No renewal reached PostgreSQL after the stop: the lease runs out a lease later.
+        wait_until(lambda: time.monotonic() > stopped + lease + 0.5, timeout=30,
+                   message="the outage did not outlast the lease")  # fmt: skip
+        system.postgres.start()
+        system.wait_all([task.id], ("completed", "failed"), timeout=60)
+        with system.store.statement() as conn:
+            final = get_task(conn, system.caller.organization_id, task.id)
+        assert final is not None and final.status.value == "completed", final
+        assert final.attempt == 1 and final.output == {"attempt": 1}
+        report(f"postgres outage past the lease ({lease:g} s): outcomes_kept=1 lost_runs=0")

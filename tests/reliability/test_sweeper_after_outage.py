@@ -1,0 +1,100 @@
+"""After PostgreSQL was out of reach, and when it starts, the sweeper judges
+no worker by its silence until a live one could have broken it: an expired
+lease is recovered only once PostgreSQL has been reachable for a lease, and
+a queue is taken for unserved only once it has been for two worker
+heartbeats (``tasks_core.recovery.Hearing``). A real PostgreSQL is stopped
+and started; each pass is run by hand.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import text
+
+from tasks_core.recovery import Hearing, sweep_once
+from tasks_core.status import Status
+from tasks_core.storage.tasks import expired_runs
+from tasks_core.task import TaskRecord
+from tasks_core.worker_protocol import Outcome, claim_task, finish_task
+from tests.support.stack import Stack, stack
+from tests.support.wait import wait_until
+
+WORKER = "test-node:1"
+
+
+def _expired_run(system: Stack) -> TaskRecord:
+    """A task claimed by a worker whose lease has run out."""
+    [task_id] = system.create(1)
+    run = claim_task(system.store, task_id, worker=WORKER)
+    assert run is not None
+
+    def expired() -> bool:
+        with system.store.statement() as conn:
+            return task_id in expired_runs(conn, batch=10)
+
+    wait_until(expired, timeout=30, message="the claimed run's lease did not run out")
+    return run
+
+
+def _through_an_outage(system: Stack, hearing: Hearing) -> None:
+    """One pass while PostgreSQL is stopped, then PostgreSQL again."""
+    system.postgres.stop()
+    down = sweep_once(system.store, hearing)
+    assert down["statistics_error"] == 1, down  # the pass found PostgreSQL out of reach
+    system.postgres.start()
+
+
+def _status(system: Stack, task_id: uuid.UUID) -> str:
+    with system.store.statement() as conn:
+        found = conn.execute(text("SELECT status FROM tasks WHERE id = :i"), {"i": task_id})
+        return str(found.scalar_one())
+
+
+def test_an_outcome_written_when_postgres_returns_is_kept_though_its_lease_ran_out() -> None:
+    with stack() as system:
+        run, hearing = _expired_run(system), Hearing()
+        _through_an_outage(system, hearing)
+
+        wait_until(lambda: sweep_once(system.store, hearing)["statistics_error"] == 0,
+                   timeout=30, message="the sweeper did not reach PostgreSQL again")  # fmt: skip
+        # The run's worker is alive and holds its outcome: the pass leaves the run to it.
+        assert _status(system, run.id) == "running"
+        written = finish_task(
+            system.store, run, Outcome(status=Status.COMPLETED, output={"ok": 1}), worker=WORKER
+        )
+
+        assert written is not None and written.status is Status.COMPLETED
+        assert sweep_once(system.store, hearing).lost == 0
+        assert system.terminal_events([run.id]) == {run.id: 1}
+
+
+def test_a_run_no_worker_renews_after_an_outage_is_recovered_once_a_lease_has_passed() -> None:
+    with stack() as system:
+        run, hearing = _expired_run(system), Hearing()
+        _through_an_outage(system, hearing)
+        lease = system.settings.lease_seconds
+
+        wait_until(lambda: sweep_once(system.store, hearing).lost == 1, timeout=30,
+                   interval=0.05, message="the expired run was never recovered")  # fmt: skip
+
+        assert hearing.heard_for() >= lease  # not before PostgreSQL was reachable for a lease
+        assert _status(system, run.id) == "failed"  # its one attempt was spent: worker_lost
+
+
+def test_a_sweeper_starting_takes_no_queue_for_unserved_before_two_worker_heartbeats() -> None:
+    heartbeat = 0.5
+    with stack(worker_heartbeat_seconds=heartbeat, unserved_timeout_seconds=5) as system:
+        [task_id] = system.create(1, kind="NoWorkerServesThis")
+        with system.store.statement() as conn:  # it has waited past the unserved timeout
+            conn.execute(
+                text("UPDATE tasks SET created_at = now() - interval '60 s' WHERE id = :i"),
+                {"i": task_id},
+            )
+        hearing = Hearing()  # a sweeper that has just started
+
+        first = sweep_once(system.store, hearing)
+        assert first["unknown_kind"] == 0 and _status(system, task_id) == "queued"
+        wait_until(lambda: sweep_once(system.store, hearing)["unknown_kind"] == 1, timeout=30,
+                   interval=0.05, message="the unserved task never failed")  # fmt: skip
+        assert hearing.heard_for() >= 2 * heartbeat
