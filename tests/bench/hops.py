@@ -38,6 +38,11 @@ class Hops:
     """Median ms of each hop (``HOP_NAMES``) over one round of one system."""
 
     medians: tuple[float, ...]
+    # Every task's stamps in causal order: call, reached, sent, answered,
+    # start. The call's return is not among them: under load a worker may
+    # take the message before the caller's thread resumes, so "→ worker"
+    # may read below zero.
+    in_order: bool
 
 
 @dataclass
@@ -59,12 +64,15 @@ def stamped(bench: Bench, system: System, count: int, gap: float) -> Hops:
     stamps = {key.decode(): [float(x) for x in value.decode().split(",")]
               for key, value in raw.items()}  # fmt: skip
     hops = []
+    in_order = True
     for task_id, (called, returned) in calls.items():
         reached, sent, answered = stamps[task_id]
         start = starts[task_id]
+        in_order = in_order and called <= reached <= sent <= answered <= start
         hops.append((returned - called, reached - returned, sent - reached, answered - sent,
                      start - answered, start - called))  # fmt: skip
-    return Hops(tuple(statistics.median(column) * 1000 for column in zip(*hops, strict=True)))
+    medians = tuple(statistics.median(column) * 1000 for column in zip(*hops, strict=True))
+    return Hops(medians, in_order)
 
 
 def run(count: int, gap: float, rounds: int) -> Results:

@@ -19,9 +19,10 @@ def test_every_hop_of_every_task_is_stamped() -> None:
     for name, rounds in results.hops.items():
         (hops,) = rounds
         assert len(hops.medians) == len(HOP_NAMES), name
-        # Every stamp was read back in order (the floor's claim is sent
-        # within a microsecond of its body's start: that hop may read 0).
-        assert all(ms >= 0 for ms in hops.medians), (name, hops)
+        # Every task's stamps were read back in causal order (the floor's
+        # claim is sent within a microsecond of its body's start: that hop
+        # may read 0; "→ worker" may read below 0 under load, see Hops).
+        assert hops.in_order, (name, hops)
         assert hops.medians[claim] > 0 and hops.medians[whole] > 0, (name, hops)
     # Only the workers are stamped: this process's run path is as it was.
     assert worker.runner.run_set.__module__ == "worker.runner"
