@@ -70,7 +70,7 @@ from tasks_core.recovery_failures import (
 )
 from tasks_core.settings import Settings
 from tasks_core.status import Status
-from tasks_core.storage.errors import is_lock_timeout
+from tasks_core.storage.errors import is_lock_timeout, out_of_reach
 from tasks_core.storage.idempotency import forget_expired
 from tasks_core.storage.statistics import analyze, outgrown
 from tasks_core.storage.tasks import (
@@ -199,7 +199,7 @@ def sweep_once(store: Store, hearing: Hearing | None = None) -> SweepReport:
             counts[f"{name}_error"] += 1
             if is_unavailable(exc):  # no kind can do anything without PostgreSQL
                 log.warning("sweep: PostgreSQL unavailable (%s); next pass", describe(exc))
-                if hearing is not None:
+                if hearing is not None and out_of_reach(exc):
                     hearing.lost()
                 break
             log.warning("sweep: %s failed; the other recoveries go on", name, exc_info=True)

@@ -77,6 +77,18 @@ def is_unavailable(exc: BaseException) -> bool:
     return exc.connection_invalidated or state is None or state.startswith(("08", "53", "57P"))
 
 
+def out_of_reach(exc: BaseException) -> bool:
+    """PostgreSQL itself could not be reached (refused, lost, shutting down,
+    out of connections), as opposed to work it refused for now (collisions
+    that kept coming back, this process's own pool exhausted): the workers
+    are then as cut off as the caller."""
+    return (
+        is_unavailable(exc)
+        and not isinstance(exc, Conflict | PoolTimeout)
+        and classify(exc) is DatabaseFailure.OUTAGE
+    )
+
+
 def is_lock_timeout(exc: BaseException) -> bool:
     """A lock not had within ``lock_timeout`` (55P03): someone else holds it for now."""
     return isinstance(exc, DBAPIError) and sqlstate(exc) == "55P03"
