@@ -58,6 +58,7 @@ class MoveKind(StrEnum):
     FINISH = "finish"  # a run's outcome
     RETRY = "retry"  # a failed run goes back to its queue for another attempt
     HAND_BACK = "hand_back"  # a stopping worker returns its runs
+    RELEASE = "release"  # a run stopped for want of its lease goes back to its queue
     RECOVER_LEASE = "recover_lease"  # a run whose worker stopped renewing its lease
     QUEUE_TIMEOUT = "queue_timeout"  # waited longer than queueTimeoutSeconds
     UNSERVED = "unserved"  # waited on a queue no live worker served for UNSERVED_TIMEOUT_SECONDS
@@ -94,6 +95,7 @@ RULES: dict[MoveKind, Rule] = {
     MoveKind.FINISH: _rule({Status.RUNNING}, TERMINAL_STATUSES),
     MoveKind.RETRY: _rule({Status.RUNNING}, {Status.QUEUED}),
     MoveKind.HAND_BACK: _rule({Status.RUNNING}, {Status.QUEUED}),
+    MoveKind.RELEASE: _rule({Status.RUNNING}, {Status.QUEUED}),
     MoveKind.RECOVER_LEASE: _rule({Status.RUNNING}, {Status.QUEUED, Status.FAILED}),
     MoveKind.QUEUE_TIMEOUT: _rule({Status.CREATED, Status.QUEUED}, {Status.FAILED}),
     MoveKind.UNSERVED: _rule({Status.CREATED, Status.QUEUED}, {Status.FAILED}),

@@ -1,7 +1,8 @@
 """The life of a run, as a worker drives it.
 
 ``claim_task`` -> (``renew_lease`` ...) -> ``finish_task`` or ``retry_task``
-(or, for a Flow, ``start_flow_run``); ``hand_back`` when a worker stops.
+(or, for a Flow, ``start_flow_run``); ``release_run`` for a run stopped
+because its lease could not be renewed; ``hand_back`` when a worker stops.
 Each is a move of the lifecycle engine: the claim accepts only a task that
 waits to run, and every later write is fenced by the attempt the claim
 returned, so a stale run (a duplicate delivery, a worker presumed dead) can
@@ -24,6 +25,7 @@ from tasks_core.lifecycle.moves import (
     FlowStart,
     HandBack,
     Outcome,
+    Release,
     Retried,
     Retry,
     StartFlow,
@@ -40,6 +42,7 @@ __all__ = [
     "finish_task",
     "finish_tasks",
     "hand_back",
+    "release_run",
     "renew_lease",
     "renew_run_leases",
     "retry_task",
@@ -135,6 +138,14 @@ def start_flow_run(
     has no steps), or None when the run was fenced off."""
     start = (FlowStart(Attempt.of(flow), tuple(steps)),)
     return execute(store, StartFlow(start, actor=f"worker:{worker}")).tasks.get(flow.id)
+
+
+def release_run(store: Store, run: TaskRecord, *, worker: str) -> bool:
+    """Hand a run its worker stopped for want of its lease back to its queue
+    (attempt kept, published again), only if it is still the current run;
+    False when it is not: the sweeper recovered it, or another attempt has it."""
+    move = Release((Attempt.of(run),), actor=f"worker:{worker}")
+    return run.id in execute(store, move).tasks
 
 
 def hand_back(store: Store, *, node_prefix: str, actor: str) -> int:

@@ -29,7 +29,7 @@ from tasks_core.status import Status
 from tasks_core.storage.errors import DatabaseFailure, classify, reason
 from tasks_core.store import Store
 from tasks_core.task import TaskRecord
-from tasks_core.worker_protocol import retry_task
+from tasks_core.worker_protocol import release_run, retry_task
 from worker import outcome
 from worker.batching import OutcomeRequest, batchers_for
 from worker.process_local import process_local
@@ -91,6 +91,30 @@ def record_all(store: Store, decided: Sequence[Decided], *, worker: str) -> list
             pause = min(pause * 2, longest)
         todo = again
     return written
+
+
+def release(store: Store, run: TaskRecord, *, worker: str) -> bool:
+    """Hand back a run stopped because no renewal of its lease reached
+    PostgreSQL, trying while PostgreSQL is out of reach as an outcome's write
+    does: an outage then costs the task no attempt. False when it was not
+    handed back (fenced off, or PostgreSQL stayed away): the sweeper recovers
+    it once its lease has expired."""
+    deadline = time.monotonic() + store.settings.outcome_retry_seconds
+    longest = longest_pause(store.settings.lease_seconds)
+    pause = min(0.2, longest)
+    while True:
+        try:
+            released = release_run(store, run, worker=worker)
+        except (DBAPIError, PoolTimeout) as exc:
+            if classify(exc) is not DatabaseFailure.OUTAGE or time.monotonic() + pause > deadline:
+                log.warning("could not hand back task %s; the sweeper will", run.id, exc_info=True)
+                return False
+            time.sleep(pause)  # a back-off between tries, not a wait for a condition
+            pause = min(pause * 2, longest)
+            continue
+        if released:
+            log.info("task %s attempt %s handed back to its queue", run.id, run.attempt)
+        return released
 
 
 def longest_pause(lease_seconds: float) -> float:

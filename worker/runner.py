@@ -32,7 +32,7 @@ from worker.context import TaskContext
 from worker.errors import UNKNOWN_KIND, Cancelled, TimedOut
 from worker.flow_kind import run_flow
 from worker.pace import Pace, pace_of
-from worker.recording import Decided, PendingOutcomes, record
+from worker.recording import Decided, PendingOutcomes, record, release
 from worker.registry import registry
 from worker.supervisor import Supervisor, hard_stop
 
@@ -206,6 +206,7 @@ def attend(store: Store, task: TaskRecord, *, worker: str) -> outcome.Decision |
         log.warning(
             "task %s attempt %s stopped: lease lost; outcome dropped", task.id, task.attempt
         )
+        release(store, task, worker=worker)
         return None
     if ctx.timed_out:
         decision = outcome.timed_out(supervisor.timeout)

@@ -47,6 +47,7 @@ from tasks_core.lifecycle.moves import (
     PublishFailed,
     QueueTimeout,
     RecoverLease,
+    Release,
     Republish,
     Retry,
     StartFlow,
@@ -114,7 +115,9 @@ def needs_transaction(move: Move) -> bool:
             return any(r.attempt.is_step for r in move.results)
         case Claim():
             return move.max_running > 0  # the share's lock, the claim, the rest's wait
-        case Create() | MarkQueued() | PublishFailed() | Republish() | Retry() | HandBack():
+        case Create() | MarkQueued() | PublishFailed() | Republish():
+            return False
+        case Retry() | HandBack() | Release():  # runs back to their queues
             return False
         case _:
             return True
@@ -149,6 +152,10 @@ def apply(conn: Connection, move: Move, *, locked: Locked | None = None) -> Appl
         case HandBack():
             handed = statements.hand_back(conn, worker_prefix=move.worker_prefix, actor=move.actor)
             return _named(handed, publish=[Publish(t) for t in handed])
+        case Release():
+            rows = [{"id": a.task_id, "attempt": a.number} for a in move.attempts]
+            released = statements.release(conn, rows, actor=move.actor)
+            return _named(released, publish=[Publish(t) for t in released])
         case RecoverLease():
             return _recover(conn, move, held)
         case QueueTimeout():

@@ -186,6 +186,18 @@ class HandBack:
 
 
 @dataclass(frozen=True, slots=True)
+class Release:
+    """Runs their worker stopped because no renewal of their lease reached
+    PostgreSQL (down, or cut off from the worker) go back to their queues,
+    attempt kept, each fenced on its attempt: a run the sweeper recovered
+    meanwhile, or one another attempt has taken, is left as it is."""
+
+    attempts: tuple[Attempt, ...]
+    actor: str
+    kind = MoveKind.RELEASE
+
+
+@dataclass(frozen=True, slots=True)
 class Expired:
     """A run whose lease ran out, how many attempts its task may have, and its
     lease as the sweeper saw it: a run renewed since is not recovered."""
@@ -345,6 +357,7 @@ Move = (
     | Finish
     | Retry
     | HandBack
+    | Release
     | RecoverLease
     | QueueTimeout
     | Unserved

@@ -286,6 +286,16 @@ _HAND_BACK = statement(
     )
 )
 
+_RELEASE = statement(
+    fenced(
+        MoveKind.RELEASE,
+        status="'queued'",
+        sets=", lease_expires_at = NULL, available_at = NULL",
+        detail="jsonb_build_object('reason', 'lease_lost', 'attempt', r.attempt)",
+    ),
+    "r",
+)
+
 _QUEUE_TIMEOUT = statement(
     move(
         MoveKind.QUEUE_TIMEOUT,
@@ -755,6 +765,11 @@ def requeue_lost(
 def hand_back(conn: Connection, *, worker_prefix: str, actor: str) -> list[TaskRecord]:
     """Every task running on one worker node -> `queued`."""
     return records(conn, _HAND_BACK, {"prefix": worker_prefix, "actor": actor})
+
+
+def release(conn: Connection, rows: Sequence[Mapping[str, Any]], *, actor: str) -> list[TaskRecord]:
+    """Fenced hand-backs of runs stopped for want of their lease (id, attempt)."""
+    return records(conn, _RELEASE, {"r": json_rows(rows), "actor": actor})
 
 
 def queue_timeout(

@@ -38,6 +38,7 @@ from tasks_core.lifecycle.moves import (
     Outcome,
     QueueTimeout,
     RecoverLease,
+    Release,
     Republish,
     Retried,
     Retry,
@@ -141,6 +142,7 @@ TARGETS = {
     MoveKind.FINISH: Status.COMPLETED,
     MoveKind.RETRY: Status.QUEUED,
     MoveKind.HAND_BACK: Status.QUEUED,
+    MoveKind.RELEASE: Status.QUEUED,
     MoveKind.RECOVER_LEASE: Status.QUEUED,
     MoveKind.QUEUE_TIMEOUT: Status.FAILED,
     MoveKind.UNSERVED: Status.FAILED,
@@ -167,6 +169,7 @@ def move_of(kind: MoveKind, caller: Caller, tasks: Sequence[TaskRecord]) -> Move
             tuple(Retried(Attempt.of(t), failed, delay=0) for t in tasks), actor=ACTOR
         ),
         MoveKind.HAND_BACK: lambda: HandBack(WORKER.split(":")[0] + ":", actor=ACTOR),
+        MoveKind.RELEASE: lambda: Release(tuple(Attempt.of(t) for t in tasks), actor=ACTOR),
         MoveKind.RECOVER_LEASE: lambda: RecoverLease(
             tuple(Expired(Attempt.of(t), 3, t.lease_expires_at) for t in tasks), actor=ACTOR
         ),
