@@ -18,11 +18,15 @@ import time
 import uuid
 from collections.abc import Sequence
 
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
 import worker.builtins  # noqa: F401  (the built-in kinds and actions are always there)
 from tasks_core.flow_definitions import FLOW_KIND
 from tasks_core.logs import run_context
 from tasks_core.metrics import TASK_QUEUE_WAIT, TASK_RUN, TASKS_RUNNING, kind_label
 from tasks_core.publisher import BatchPublisher, TaskMessage
+from tasks_core.storage.errors import DatabaseFailure, classify
 from tasks_core.store import Store
 from tasks_core.task import TaskRecord
 from tasks_core.worker_protocol import renew_lease
@@ -150,7 +154,7 @@ def _run_part(
     pending = PendingOutcomes(store, worker=worker, window=store.settings.run_set_window_seconds)
     flows: list[TaskRecord] = []
     for n, task in enumerate(runs):
-        if n and not _still_current(store, task, since=claimed_at):
+        if n and not _still_current(store, task, since=claimed_at, worker=worker):
             continue
         started = time.monotonic()
         if task.kind == FLOW_KIND:
@@ -164,15 +168,27 @@ def _run_part(
     return [*flows, *pending.flush()]
 
 
-def _still_current(store: Store, task: TaskRecord, *, since: float) -> bool:
+def _still_current(store: Store, task: TaskRecord, *, since: float, worker: str) -> bool:
     """A run claimed with others that waited past a heartbeat behind them
     (one ran longer than expected) has its lease renewed before it starts;
     False: it was cancelled meanwhile, or its lease ran out and another
-    attempt has it."""
+    attempt has it, or PostgreSQL could not be reached to renew it (the run
+    is then handed back, unstarted, once it can)."""
     if time.monotonic() - since < store.settings.heartbeat_seconds:
         return True
-    if renew_lease(store, task.id, task.attempt):
-        return True
+    try:
+        if renew_lease(store, task.id, task.attempt):
+            return True
+    except (DBAPIError, PoolTimeout) as exc:
+        if classify(exc) is not DatabaseFailure.OUTAGE:
+            raise
+        log.warning(
+            "task %s attempt %s: its lease could not be renewed before it started; handing it back",
+            task.id,
+            task.attempt,
+        )
+        release(store, task, worker=worker)
+        return False
     log.info("task %s attempt %s waited too long behind others; dropped", task.id, task.attempt)
     return False
 
