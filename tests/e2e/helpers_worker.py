@@ -103,7 +103,9 @@ def stubborn_run_fails_and_its_worker_serves_on(
     )
     failed = wait_for_status(client, stubborn["id"], timeout=15)
     assert failed["status"] == "failed" and failed["errors"][0]["code"] == "timeout", failed
-    assert "this pool can not end it" in worker.log()
+    # The timeout is written before the worker says it can not end the handler.
+    wait_until(lambda: "this pool can not end it" in worker.log(), timeout=10,
+               message="the worker did not say that its pool can not end the handler")  # fmt: skip
     assert worker.process is not None and worker.process.poll() is None
     echo = client.create(executorId=executor_id, kind="CallAction", targetId="builtin/echo")
     assert wait_for_status(client, echo["id"], timeout=20)["status"] == "completed"

@@ -165,4 +165,7 @@ def test_200_waiters_share_the_pool_and_all_wake(
         f"answers {first * 1000:.0f} to {lag * 1000:.0f} ms after the end"
     )
     assert peak[0] <= int(POOL["DB_POOL_SIZE"]) + 1, peak[0]  # the pool, and the listener
-    assert lag < 1.0, lag
+    # All woke on the task's end, long before their 30 s wait ran out. How
+    # soon one waiter wakes is the 100 ms bound of the test above; here the
+    # lag is mostly this process reading 200 answers, 0.4-1.4 s on two busy cores.
+    assert lag < 5.0, lag
