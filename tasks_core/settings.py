@@ -126,7 +126,10 @@ class Settings(BaseSettings):
         default="", description="Comma-separated modules the worker imports to register handlers."
     )
     lease_seconds: float = Field(
-        default=30.0, gt=0, description="A running task's lease; renewed while its worker lives."
+        default=30.0,
+        gt=0,
+        description="A running task's lease; renewed while its worker lives. After PostgreSQL "
+        "was out of reach the sweeper recovers no expired lease until it has reached it this long.",
     )
     run_set_max: int = Field(
         default=32,
@@ -197,7 +200,8 @@ class Settings(BaseSettings):
     outcome_retry_seconds: float = Field(
         default=60.0,
         ge=0,
-        description="How long a worker retries writing an outcome while PostgreSQL is down.",
+        description="How long a worker retries writing an outcome (or handing back a run it "
+        "stopped for want of its lease) while PostgreSQL is down.",
     )
     shutdown_grace_seconds: float = Field(
         default=30.0,
