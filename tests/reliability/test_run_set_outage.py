@@ -67,13 +67,15 @@ def test_a_run_whose_lease_can_not_be_renewed_before_it_starts_is_handed_back() 
             system.store, system.caller, TaskSpec(kind="CallAction", target_id="test/stop-postgres")
         )
         second = create_task(system.store, system.caller, TaskSpec(kind="default"))
-        # Short runs, as this process knows a message of no named queue: both
-        # tasks are claimed in one part.
-        pace_of(None).note(0.001)
+        # Short runs, as this process knows a message of no named queue (set,
+        # not noted: other tests in this process ran such messages): both tasks
+        # are claimed in one part.
+        pace_of(None).seconds = 0.001
         done: list[Any] = []
         with _watching("could not be renewed before it started") as refused:
             runner = threading.Thread(
-                target=lambda: done.append(run_set(system.store, [str(first.id), str(second.id)]))
+                target=lambda: done.append(run_set(system.store, [str(first.id), str(second.id)])),
+                daemon=True,  # a failed test leaves it retrying against a stopped server
             )
             runner.start()
             # The second run's renewal failed (or the set ended without it).
