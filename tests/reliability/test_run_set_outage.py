@@ -59,6 +59,19 @@ def _watching(words: str) -> Iterator[threading.Event]:
         logging.getLogger("worker.runner").removeHandler(seen)
 
 
+@contextmanager
+def _short_runs() -> Iterator[None]:
+    """This process expects short runs of messages of no named queue, so both
+    tasks are claimed in one part: set, not noted, since other tests in this
+    process ran such messages; then as it was."""
+    pace = pace_of(None)
+    before, pace.seconds = pace.seconds, 0.001
+    try:
+        yield
+    finally:
+        pace.seconds = before
+
+
 def test_a_run_whose_lease_can_not_be_renewed_before_it_starts_is_handed_back() -> None:
     # A long lease: only the renewal before the second run is at stake here.
     with stack(heartbeat_seconds=HEARTBEAT, lease_seconds=30, cancel_grace_seconds=1) as system:
@@ -67,12 +80,8 @@ def test_a_run_whose_lease_can_not_be_renewed_before_it_starts_is_handed_back() 
             system.store, system.caller, TaskSpec(kind="CallAction", target_id="test/stop-postgres")
         )
         second = create_task(system.store, system.caller, TaskSpec(kind="default"))
-        # Short runs, as this process knows a message of no named queue (set,
-        # not noted: other tests in this process ran such messages): both tasks
-        # are claimed in one part.
-        pace_of(None).seconds = 0.001
         done: list[Any] = []
-        with _watching("could not be renewed before it started") as refused:
+        with _short_runs(), _watching("could not be renewed before it started") as refused:
             runner = threading.Thread(
                 target=lambda: done.append(run_set(system.store, [str(first.id), str(second.id)])),
                 daemon=True,  # a failed test leaves it retrying against a stopped server
