@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from tasks_core.metrics import TASKS_FINISHED, kind_label
+from tasks_core.settings import Settings
 from tasks_core.status import Status
 from tasks_core.storage.errors import DatabaseFailure, classify, reason
 from tasks_core.store import Store
@@ -59,9 +60,7 @@ def record_all(store: Store, decided: Sequence[Decided], *, worker: str) -> list
     all of those in one fenced statement); the tasks as written (a fenced-off
     run is left out). Raises when the database stays unreachable past
     ``OUTCOME_RETRY_SECONDS``: those not yet written are left to the sweeper."""
-    deadline = time.monotonic() + store.settings.outcome_retry_seconds
-    longest = longest_pause(store.settings.lease_seconds)
-    pause = min(0.2, longest)
+    patience = Patience(store.settings)
     written: list[TaskRecord] = []
     todo = list(decided)
     while todo:
@@ -78,7 +77,7 @@ def record_all(store: Store, decided: Sequence[Decided], *, worker: str) -> list
             if failure is DatabaseFailure.DATA and not item.refused:
                 log.warning("the outcome of task %s was refused: %s", item.run.id, error)
                 again.append(Decided(item.run, outcome.rejected(reason(error)), refused=True))
-            elif failure is DatabaseFailure.OUTAGE and time.monotonic() + pause <= deadline:
+            elif failure is DatabaseFailure.OUTAGE and patience.lasts():
                 again.append(item)
                 outage = True
             else:
@@ -87,8 +86,7 @@ def record_all(store: Store, decided: Sequence[Decided], *, worker: str) -> list
         if outage:
             waiting = ", ".join(str(d.run.id) for d in again)
             log.warning("database unavailable; retrying the outcome of task %s", waiting)
-            time.sleep(pause)  # a back-off between tries, not a wait for a condition
-            pause = min(pause * 2, longest)
+            patience.pause()
         todo = again
     return written
 
@@ -99,26 +97,42 @@ def release(store: Store, run: TaskRecord, *, worker: str) -> bool:
     does: an outage then costs the task no attempt. False when it was not
     handed back (fenced off, or PostgreSQL stayed away): the sweeper recovers
     it once its lease has expired."""
-    deadline = time.monotonic() + store.settings.outcome_retry_seconds
-    longest = longest_pause(store.settings.lease_seconds)
-    pause = min(0.2, longest)
+    patience = Patience(store.settings)
     while True:
         try:
             released = release_run(store, run, worker=worker)
         except (DBAPIError, PoolTimeout) as exc:
-            if classify(exc) is not DatabaseFailure.OUTAGE or time.monotonic() + pause > deadline:
+            if classify(exc) is not DatabaseFailure.OUTAGE or not patience.lasts():
                 log.warning("could not hand back task %s; the sweeper will", run.id, exc_info=True)
                 return False
-            time.sleep(pause)  # a back-off between tries, not a wait for a condition
-            pause = min(pause * 2, longest)
+            patience.pause()
             continue
         if released:
             log.info("task %s attempt %s handed back to its queue", run.id, run.attempt)
         return released
 
 
+class Patience:
+    """How long, and how often, a run's write is tried again while PostgreSQL
+    is out of reach: for ``OUTCOME_RETRY_SECONDS``, with a back-off from 0.2 s
+    doubling up to ``longest_pause``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._deadline = time.monotonic() + settings.outcome_retry_seconds
+        self._longest = longest_pause(settings.lease_seconds)
+        self._pause = min(0.2, self._longest)
+
+    def lasts(self) -> bool:
+        """Whether one more try, after the next pause, is still within the time."""
+        return time.monotonic() + self._pause <= self._deadline
+
+    def pause(self) -> None:
+        time.sleep(self._pause)  # a back-off between tries, not a wait for a condition
+        self._pause = min(self._pause * 2, self._longest)
+
+
 def longest_pause(lease_seconds: float) -> float:
-    """The longest back-off between two tries of an outcome's write. Once
+    """The longest back-off between two tries of a run's write. Once
     PostgreSQL is back, the sweeper leaves expired leases alone for a lease
     (``tasks_core.recovery.Hearing``): a write tried several times within
     that lands before its run can be taken for lost."""
