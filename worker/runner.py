@@ -18,9 +18,6 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
-
 import worker.builtins  # noqa: F401  (the built-in kinds and actions are always there)
 from tasks_core.flow_definitions import FLOW_KIND
 from tasks_core.logs import run_context
@@ -179,7 +176,7 @@ def _still_current(store: Store, task: TaskRecord, *, since: float, worker: str)
     try:
         if renew_lease(store, task.id, task.attempt):
             return True
-    except (DBAPIError, PoolTimeout) as exc:
+    except Exception as exc:  # only an outage is handed back; classify names one
         if classify(exc) is not DatabaseFailure.OUTAGE:
             raise
         log.warning(

@@ -9,20 +9,12 @@ from sqlalchemy import text
 
 from tasks_core.queues import queue_name
 from tasks_core.status import Status
-from tasks_core.storage.tasks import get_task
 from tasks_core.store import Store
-from tasks_core.task import TaskRecord
 from tasks_core.worker_protocol import claim_task, release_run
 from tests.support.api import OrgClient
+from tests.support.stack import stored_task
 
 POOL = "release-pool"  # no worker serves it: the test alone claims its tasks
-
-
-def _task(store: Store, client: OrgClient, task_id: uuid.UUID) -> TaskRecord:
-    with store.statement() as conn:
-        task = get_task(conn, uuid.UUID(client.organization_id), task_id)
-    assert task is not None
-    return task
 
 
 def test_a_released_run_is_queued_and_published_again_and_a_stale_release_changes_nothing(
@@ -35,7 +27,7 @@ def test_a_released_run_is_queued_and_published_again_and_a_stale_release_change
     depth = store.publisher.depths([queue])[queue]
 
     assert release_run(store, run, worker="cut-off:1") is True
-    released = _task(store, acme, task_id)
+    released = stored_task(store, acme.organization_id, task_id)
     assert (released.status, released.attempt, released.lease_expires_at) == (
         Status.QUEUED, 1, None,
     )  # fmt: skip
@@ -53,5 +45,5 @@ def test_a_released_run_is_queued_and_published_again_and_a_stale_release_change
     again = claim_task(store, task_id, worker="other:1")
     assert again is not None and again.attempt == 2
     assert release_run(store, run, worker="cut-off:1") is False  # attempt 1 is not current
-    current = _task(store, acme, task_id)
+    current = stored_task(store, acme.organization_id, task_id)
     assert (current.status, current.attempt, current.worker) == (Status.RUNNING, 2, "other:1")

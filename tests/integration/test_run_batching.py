@@ -11,12 +11,11 @@ from typing import Any
 from sqlalchemy import event, text
 
 from tasks_core.status import Status
-from tasks_core.storage.tasks import get_task
 from tasks_core.store import Store
-from tasks_core.task import TaskRecord
 from tasks_core.worker_protocol import Outcome, claim_task, hand_back
 from tests.support.api import OrgClient
 from tests.support.figures import report
+from tests.support.stack import stored_task
 from tests.support.wait import wait_until
 from worker.batching import ClaimRequest, OutcomeRequest, RunBatchers, batchers_for
 from worker.flow_kind import run_flow
@@ -45,13 +44,6 @@ def _tasks(client: OrgClient, n: int, pool: str) -> list[uuid.UUID]:
     return [uuid.UUID(client.create(kind="default", executorId=pool)["id"]) for _ in range(n)]
 
 
-def _status(store: Store, client: OrgClient, task_id: uuid.UUID) -> TaskRecord:
-    with store.statement() as conn:
-        task = get_task(conn, uuid.UUID(client.organization_id), task_id)
-    assert task is not None
-    return task
-
-
 def test_runs_that_wait_together_take_fewer_statements_per_task(
     acme: OrgClient, store: Store
 ) -> None:
@@ -74,7 +66,7 @@ def test_runs_that_wait_together_take_fewer_statements_per_task(
         lock.commit()
         for run in runs:
             run.join(20)
-    assert all(_status(store, acme, i).status is Status.COMPLETED for i in ids)
+    assert all(stored_task(store, acme.organization_id, i).status is Status.COMPLETED for i in ids)
     per_task = many[0] / K
     assert one[0] == 2  # one claim, one outcome
     assert per_task < one[0]
@@ -108,9 +100,9 @@ def test_a_stale_outcome_in_a_set_is_dropped_and_the_others_applied(
     batchers = RunBatchers(store, "batch:1")
     written = batchers._finish([OutcomeRequest(r, done) for r in (run_a, run_b, run_c)])
     assert [w is not None for w in written] == [True, False, True]
-    assert _status(store, acme, a).status is Status.COMPLETED
-    assert _status(store, acme, c).status is Status.COMPLETED
-    current = _status(store, acme, b)
+    assert stored_task(store, acme.organization_id, a).status is Status.COMPLETED
+    assert stored_task(store, acme.organization_id, c).status is Status.COMPLETED
+    current = stored_task(store, acme.organization_id, b)
     assert current.status is Status.RUNNING and current.attempt == 2 and current.output is None
 
 
@@ -133,7 +125,7 @@ def test_steps_of_one_flow_ending_in_one_set_fan_in_exactly_once(
     assert len(requests) == 4
     written = RunBatchers(store, "batch:1")._finish(requests)
     assert all(w is not None for w in written)
-    ended = _status(store, acme, flow.id)
+    ended = stored_task(store, acme.organization_id, flow.id)
     with store.statement() as conn:
         events = conn.execute(
             text(
@@ -178,7 +170,9 @@ def test_one_thread_watches_all_the_runs_of_a_process(acme: OrgClient, store: St
     for run in runs:
         run.start()
     wait_until(
-        lambda: all(_status(store, acme, i).status is Status.RUNNING for i in ids),
+        lambda: all(
+            stored_task(store, acme.organization_id, i).status is Status.RUNNING for i in ids
+        ),
         timeout=10,
         message="not all running",
     )
@@ -186,4 +180,4 @@ def test_one_thread_watches_all_the_runs_of_a_process(acme: OrgClient, store: St
     for run in runs:
         run.join(20)
     assert watching == ["watch-runs"]
-    assert all(_status(store, acme, i).status is Status.COMPLETED for i in ids)
+    assert all(stored_task(store, acme.organization_id, i).status is Status.COMPLETED for i in ids)

@@ -9,7 +9,6 @@ from fastapi.testclient import TestClient
 
 from tasks_core.api.app import create_app
 from tasks_core.storage.keys import create_key
-from tasks_core.storage.tasks import get_task
 from tasks_core.task import TaskSpec
 from tasks_core.usecases.create import create_task
 from tests.support.figures import report
@@ -75,9 +74,8 @@ def test_an_outcome_computed_while_postgres_is_down_is_written_when_it_returns()
         )
         system.postgres.start()
         system.wait_all([task.id], ("completed",), timeout=60)
-        with system.store.statement() as conn:
-            final = get_task(conn, system.caller.organization_id, task.id)
-        assert final is not None and final.attempt == 1 and final.output == {"attempt": 1}
+        final = system.task(task.id)
+        assert final.attempt == 1 and final.output == {"attempt": 1}
         report("postgres outage mid-run: outcomes_kept=1 reruns=0")
 
 
@@ -101,8 +99,7 @@ def test_an_outcome_held_through_an_outage_longer_than_its_lease_is_written_not_
                    message="the outage did not outlast the lease")  # fmt: skip
         system.postgres.start()
         system.wait_all([task.id], ("completed", "failed"), timeout=60)
-        with system.store.statement() as conn:
-            final = get_task(conn, system.caller.organization_id, task.id)
-        assert final is not None and final.status.value == "completed", final
+        final = system.task(task.id)
+        assert final.status.value == "completed", final
         assert final.attempt == 1 and final.output == {"attempt": 1}
         report(f"postgres outage past the lease ({lease:g} s): outcomes_kept=1 lost_runs=0")

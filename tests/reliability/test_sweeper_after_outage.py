@@ -8,8 +8,6 @@ and started; each pass is run by hand.
 
 from __future__ import annotations
 
-import uuid
-
 from sqlalchemy import text
 
 from tasks_core.recovery import Hearing, sweep_once
@@ -45,12 +43,6 @@ def _through_an_outage(system: Stack, hearing: Hearing) -> None:
     system.postgres.start()
 
 
-def _status(system: Stack, task_id: uuid.UUID) -> str:
-    with system.store.statement() as conn:
-        found = conn.execute(text("SELECT status FROM tasks WHERE id = :i"), {"i": task_id})
-        return str(found.scalar_one())
-
-
 def test_an_outcome_written_when_postgres_returns_is_kept_though_its_lease_ran_out() -> None:
     with stack() as system:
         run, hearing = _expired_run(system), Hearing()
@@ -59,7 +51,7 @@ def test_an_outcome_written_when_postgres_returns_is_kept_though_its_lease_ran_o
         wait_until(lambda: sweep_once(system.store, hearing)["statistics_error"] == 0,
                    timeout=30, message="the sweeper did not reach PostgreSQL again")  # fmt: skip
         # The run's worker is alive and holds its outcome: the pass leaves the run to it.
-        assert _status(system, run.id) == "running"
+        assert system.task(run.id).status == "running"
         written = finish_task(
             system.store, run, Outcome(status=Status.COMPLETED, output={"ok": 1}), worker=WORKER
         )
@@ -79,7 +71,7 @@ def test_a_run_no_worker_renews_after_an_outage_is_recovered_once_a_lease_has_pa
                    interval=0.05, message="the expired run was never recovered")  # fmt: skip
 
         assert hearing.heard_for() >= lease  # not before PostgreSQL was reachable for a lease
-        assert _status(system, run.id) == "failed"  # its one attempt was spent: worker_lost
+        assert system.task(run.id).status == "failed"  # its one attempt was spent: worker_lost
 
 
 def test_a_sweeper_starting_takes_no_queue_for_unserved_before_two_worker_heartbeats() -> None:
@@ -94,7 +86,7 @@ def test_a_sweeper_starting_takes_no_queue_for_unserved_before_two_worker_heartb
         hearing = Hearing()  # a sweeper that has just started
 
         first = sweep_once(system.store, hearing)
-        assert first["unknown_kind"] == 0 and _status(system, task_id) == "queued"
+        assert first["unknown_kind"] == 0 and system.task(task_id).status == "queued"
         wait_until(lambda: sweep_once(system.store, hearing)["unknown_kind"] == 1, timeout=30,
                    interval=0.05, message="the unserved task never failed")  # fmt: skip
         assert hearing.heard_for() >= 2 * heartbeat

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import redis
 
-from tasks_core.storage.tasks import get_task
 from tests.security.lease_handlers import runs_key
 from tests.support.figures import report
 from tests.support.stack import Stack, stack
@@ -114,9 +113,8 @@ def test_a_run_whose_lease_can_not_be_renewed_stops_before_another_attempt_start
 
         # The sweeper gives the task another attempt, which completes.
         system.wait_all([task_id], ("completed",), timeout=60)
-        with system.store.statement() as conn:
-            task = get_task(conn, system.caller.organization_id, task_id)
-        assert task is not None and task.attempt == 2 and task.output == {"attempt": 2}, task
+        task = system.task(task_id)
+        assert task.attempt == 2 and task.output == {"attempt": 2}, task
         seen = runs(system, task_id)
         assert sorted(seen) == [1, 2], seen
         spans = [(r["start"], r["stop"]) for r in seen.values()]
@@ -135,9 +133,8 @@ def test_a_run_stopped_while_postgres_was_down_is_handed_back_and_costs_no_attem
         # the run back once PostgreSQL answers, before the sweeper may take it
         # for lost, and the next run completes.
         system.wait_all([task_id], ("completed", "failed"), timeout=60)
-        with system.store.statement() as conn:
-            task = get_task(conn, system.caller.organization_id, task_id)
-        assert task is not None and task.status.value == "completed", task
+        task = system.task(task_id)
+        assert task.status.value == "completed", task
         assert task.attempt == 2 and task.output == {"attempt": 2}
         assert "handed back to its queue" in worker.log()
         assert system.terminal_events([task_id]) == {task_id: 1}

@@ -23,8 +23,9 @@ from tasks_core.records import Caller
 from tasks_core.recovery import start_in_thread
 from tasks_core.settings import Settings
 from tasks_core.storage.keys import create_key, ensure_organization
+from tasks_core.storage.tasks import get_task
 from tasks_core.store import Store, store_from_settings
-from tasks_core.task import TaskSpec
+from tasks_core.task import TaskRecord, TaskSpec
 from tasks_core.usecases.create import create_task
 from tests.support.wait import wait_until
 from tests.support.workers import WorkerProcess
@@ -78,6 +79,10 @@ class Stack:
         fields.setdefault("kind", "default")
         return [create_task(self.store, self.caller, TaskSpec(**fields)).id for _ in range(count)]
 
+    def task(self, task_id: uuid.UUID) -> TaskRecord:
+        """The task as stored now."""
+        return stored_task(self.store, self.caller.organization_id, task_id)
+
     def statuses(self, ids: Sequence[uuid.UUID]) -> dict[str, int]:
         with self.store.statement() as conn:
             rows = conn.execute(
@@ -118,6 +123,14 @@ class Stack:
                 {"ids": list(ids)},
             )
             return {r.id: int(r.n) for r in rows}
+
+
+def stored_task(store: Store, organization_id: uuid.UUID | str, task_id: uuid.UUID) -> TaskRecord:
+    """A task as stored now, read as its organization (it must be there)."""
+    with store.statement() as conn:
+        task = get_task(conn, uuid.UUID(str(organization_id)), task_id)
+    assert task is not None, f"task {task_id} is not stored"
+    return task
 
 
 @contextmanager
