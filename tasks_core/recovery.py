@@ -33,7 +33,11 @@ recovers no lease until it has reached PostgreSQL for ``LEASE_SECONDS``
 without a break, and fails no task as unserved until it has for two
 ``WORKER_HEARTBEAT_SECONDS`` (see :class:`Hearing`). An outage longer than a
 lease leaves every lease expired and every heartbeat old, yet the workers
-are alive, holding outcomes to write; they write them in that time.
+are alive, holding outcomes to write; they write them in that time. A
+PostgreSQL that stops answering without refusing (frozen, or across a
+network cut that drops packets) counts as out of reach too: a call of the
+sweeper's that takes longer than a quarter of a lease (at least a second)
+starts the wait again (see :func:`slow_answer_seconds`).
 
 Re-publishing and lease recovery take bounded batches with ``SKIP LOCKED``
 so that several sweepers share the work; queue timeouts are guarded
@@ -51,6 +55,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
@@ -98,6 +103,7 @@ QUEUE_TIMED_OUT = "queue_timeout"
 FORGOTTEN_KEYS = "idempotency_keys_forgotten"
 FORGOTTEN_WORKERS = "workers_forgotten"
 BACKOFFS_RESTARTED = "republish_backoffs_restarted"  # the broker lost its data
+HELD_BACK = "recover_lease_held_back"  # held, but PostgreSQL answered the hold too late
 TABLES_ANALYZED = "tables_analyzed"  # a table outgrew its planner statistics
 
 
@@ -138,7 +144,8 @@ class SweepReport:
 
 class Hearing:
     """How long one sweeper has reached PostgreSQL without a break, counted
-    from the start of its first pass that did (a sweeper starts with none).
+    from the start of its first pass that did (a sweeper starts with none),
+    or from the end of its last call that waited too long for an answer.
     The recoveries that judge a worker by its silence wait for as long as a
     live worker takes to break it (:func:`_silence_needs`)."""
 
@@ -161,8 +168,38 @@ class Hearing:
         self._since = None
         self._was_lost = True
 
+    def answered(self, took: float, *, slow: float) -> None:
+        """A call of this pass was answered after ``took`` seconds. One slower
+        than ``slow`` may have waited out a PostgreSQL that answered no one
+        (frozen, or cut off by a network that drops packets), the workers
+        included: what was heard before it no longer counts."""
+        if took <= slow:
+            return
+        log.warning(
+            "sweep: PostgreSQL took %.1fs to answer; expired leases and unserved queues "
+            "wait until it has answered promptly long enough for live workers to renew",
+            took,
+        )
+        self._since = time.monotonic()
+        self._was_lost = True
+
     def heard_for(self) -> float:
         return 0.0 if self._since is None else time.monotonic() - self._since
+
+
+def slow_answer_seconds(settings: Settings) -> float:
+    """A wait for PostgreSQL that may have hidden an outage from the sweeper:
+    a quarter of a lease, and at least a second.
+
+    A lease runs out for want of PostgreSQL only when no renewal reached it
+    for a lease less a heartbeat. The sweeper sleeps a sweep interval between
+    passes, so such an outage keeps one of its calls waiting at least a lease
+    less a heartbeat and a sweep interval: more than a quarter of a lease with
+    the defaults (30 s; 1 s and 5 s). A quarter also rides out a slow moment
+    of a loaded server: a call that slow only delays recoveries by a lease.
+    At least a second, which a live server's answers may take under load
+    (with a lease of a few seconds, as in tests, a quarter would be less)."""
+    return max(settings.lease_seconds / 4, 1.0)
 
 
 def _silence_needs(kind: str, settings: Settings) -> float:
@@ -193,6 +230,7 @@ def sweep_once(store: Store, hearing: Hearing | None = None) -> SweepReport:
     for name, recover in KINDS:
         if hearing is not None and hearing.heard_for() < _silence_needs(name, store.settings):
             continue  # live workers may not have reached PostgreSQL yet
+        asked = time.monotonic()
         try:
             counts.update(recover(store))
         except Exception as exc:
@@ -203,6 +241,8 @@ def sweep_once(store: Store, hearing: Hearing | None = None) -> SweepReport:
                     hearing.lost()
                 break
             log.warning("sweep: %s failed; the other recoveries go on", name, exc_info=True)
+        if hearing is not None:
+            hearing.answered(time.monotonic() - asked, slow=slow_answer_seconds(store.settings))
     report = SweepReport(dict(counts))
     for action, n in counts.items():
         SWEEPER_ACTIONS.labels(action).inc(n)
@@ -321,12 +361,26 @@ def recover_expired_leases(store: Store) -> Tally:
     """Runs whose worker stopped renewing their lease: a new attempt, or
     ``worker_lost`` when attempts are spent (``requeued``, ``lost``). Each
     recovery is fenced on the lease the sweeper saw, so a run its worker
-    renewed meanwhile goes on."""
+    renewed meanwhile goes on. Runs held by a hold that PostgreSQL answered
+    too late (``slow_answer_seconds``) are not recovered now: their workers
+    may have waited as long to renew them. They are held for a lease, and
+    taken again after it if no renewal came."""
+    asked = time.monotonic()
     held, unheld = _hold(store)
+    took = time.monotonic() - asked
+    if held and took > slow_answer_seconds(store.settings):
+        log.warning(
+            "sweep: PostgreSQL took %.1fs to hold %d expired run(s); they are recovered "
+            "only if still expired after their hold",
+            took,
+            len(held),
+        )
+        return Counter({HELD_BACK: len(held)}) + skip_failed(store, "recover_lease", unheld)
     tally: Tally = Counter()
 
     def recover(part: Sequence[TaskRecord]) -> None:
-        move = RecoverLease(tuple(Expired.of(run) for run in part), actor=SWEEPER)
+        expired = tuple(Expired.of(run, decide_by=_decide_by(run, store.settings)) for run in part)
+        move = RecoverLease(expired, actor=SWEEPER)
         recovered = execute(store, move).tasks.values()
         requeued = sum(1 for t in recovered if t.status is Status.QUEUED)
         tally[REQUEUED] += requeued
@@ -335,6 +389,16 @@ def recover_expired_leases(store: Store) -> Tally:
     failures = [(Seen.of(run), exc) for run, exc in each_alone(held, recover)]
     tally.update(skip_failed(store, "recover_lease", [*unheld, *failures]))
     return tally
+
+
+def _decide_by(held: TaskRecord, settings: Settings) -> datetime | None:
+    """When, by PostgreSQL's clock, a held run's recovery is too late to be
+    applied: ``slow_answer_seconds`` after its hold (which set the held lease
+    a lease ahead of that moment)."""
+    if held.lease_expires_at is None:
+        return None
+    wait = settings.lease_seconds - slow_answer_seconds(settings)
+    return held.lease_expires_at - timedelta(seconds=wait)
 
 
 def _hold(store: Store) -> tuple[list[TaskRecord], list[tuple[Seen, Exception]]]:

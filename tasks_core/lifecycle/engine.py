@@ -278,7 +278,13 @@ def _recover(conn: Connection, move: RecoverLease, held: Locked) -> Applied:
     requeued = []
     if again:
         runs = [
-            {"id": e.attempt.task_id, "attempt": e.attempt.number, "lease": e.lease} for e in again
+            {
+                "id": e.attempt.task_id,
+                "attempt": e.attempt.number,
+                "lease": e.lease,
+                "decide_by": e.decide_by,
+            }
+            for e in again
         ]
         requeued = statements.requeue_lost(conn, runs, actor=move.actor)
     failed: list[TaskRecord] = []
@@ -298,6 +304,7 @@ def _recover(conn: Connection, move: RecoverLease, held: Locked) -> Applied:
                 ],
                 "detail": {"attempt": e.attempt.number, "reason": WORKER_LOST},
                 "lease": e.lease,
+                "decide_by": e.decide_by,
             }
             for e in lost
         ]

@@ -200,16 +200,19 @@ class Release:
 @dataclass(frozen=True, slots=True)
 class Expired:
     """A run whose lease ran out, how many attempts its task may have, and its
-    lease as the sweeper saw it: a run renewed since is not recovered."""
+    lease as the sweeper saw it: a run renewed since is not recovered. With
+    ``decide_by`` (PostgreSQL's time), a recovery that reaches PostgreSQL
+    later is not applied: it was held up, and so may the run's worker be."""
 
     attempt: Attempt
     max_attempts: int
     lease: datetime | None
+    decide_by: datetime | None = None
 
     @classmethod
-    def of(cls, run: TaskRecord) -> Expired:
+    def of(cls, run: TaskRecord, *, decide_by: datetime | None = None) -> Expired:
         """A held run, as :func:`tasks_core.lifecycle.engine.hold_expired_runs` returned it."""
-        return cls(Attempt.of(run), run.max_attempts, run.lease_expires_at)
+        return cls(Attempt.of(run), run.max_attempts, run.lease_expires_at, decide_by)
 
 
 @dataclass(frozen=True, slots=True)

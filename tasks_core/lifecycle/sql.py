@@ -220,6 +220,12 @@ def recordset(name: str, columns: str) -> str:
 # A run's lease as the sweeper saw it (rows with ``lease``): a run renewed since
 # has a later one, and is left alone.
 LEASE_FENCE = "t.lease_expires_at IS NOT DISTINCT FROM k.lease"
+# A recovery decided in time (rows with ``decide_by``): PostgreSQL's clock, as it
+# applies the row, is before the row's deadline. A recovery that reaches the
+# server only after an outage, long after the sweeper held the run, is dropped:
+# the run's worker may have waited out the same outage to renew it.
+DECIDED_IN_TIME = "(k.decide_by IS NULL OR clock_timestamp() < k.decide_by)"
+RECOVERY_COLUMNS = "lease timestamptz, decide_by timestamptz"
 
 
 def fenced(

@@ -15,8 +15,10 @@ from typing import Any
 from sqlalchemy import Connection, Row, text
 
 from tasks_core.lifecycle.sql import (
+    DECIDED_IN_TIME,
     IDS,
     LEASE_FENCE,
+    RECOVERY_COLUMNS,
     TERMINAL,
     by_key,
     events,
@@ -180,15 +182,16 @@ RETURNING t.*
 
 
 def _finish_sql(kind: MoveKind, *, lease: bool = False) -> str:
-    """Outcomes fenced by attempt; ``lease``: also by the lease the sweeper saw."""
+    """Outcomes fenced by attempt; ``lease``: also by the lease the sweeper
+    saw, and only while the sweeper's decision is in time."""
     return fenced(
         kind,
         status="r.status",
         columns="status text, output jsonb, errors jsonb, detail jsonb"
-        + (", lease timestamptz" if lease else ""),
+        + (f", {RECOVERY_COLUMNS}" if lease else ""),
         sets=", output = r.output, errors = r.errors, lease_expires_at = NULL",
         detail="r.detail",
-        where=LEASE_FENCE if lease else "",
+        where=f"{LEASE_FENCE} AND {DECIDED_IN_TIME}" if lease else "",
     )
 
 
@@ -226,10 +229,10 @@ _REQUEUE_LOST = statement(
     fenced(
         MoveKind.RECOVER_LEASE,
         status="'queued'",
-        columns="lease timestamptz",
+        columns=RECOVERY_COLUMNS,
         sets=", lease_expires_at = NULL, available_at = NULL",
         detail="jsonb_build_object('reason', 'worker_lost', 'attempt', r.attempt)",
-        where=LEASE_FENCE,
+        where=f"{LEASE_FENCE} AND {DECIDED_IN_TIME}",
     ),
     "r",
 )
@@ -758,7 +761,7 @@ def retry(conn: Connection, rows: Sequence[Mapping[str, Any]], *, actor: str) ->
 def requeue_lost(
     conn: Connection, rows: Sequence[Mapping[str, Any]], *, actor: str
 ) -> list[TaskRecord]:
-    """Fenced hand-backs of runs whose worker stopped (id, attempt)."""
+    """Fenced hand-backs of runs whose worker stopped (id, attempt, lease, decide_by)."""
     return records(conn, _REQUEUE_LOST, {"r": json_rows(rows), "actor": actor})
 
 

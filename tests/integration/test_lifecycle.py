@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -428,6 +428,23 @@ def test_a_move_of_a_hundred_tasks_does_what_it_does_to_one_in_as_many_statement
 
 
 # --- The attempt fence --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_attempts", [1, 2], ids=["worker lost", "another attempt"])
+def test_a_lease_recovery_that_reaches_postgres_after_its_deadline_changes_nothing(
+    max_attempts: int, engine: Engine, caller: Caller
+) -> None:
+    with engine.begin() as conn:
+        late, in_time = _running(conn, caller, 2, max_attempts=max_attempts)
+        now: datetime = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+        deadlines = {late.id: now - timedelta(seconds=1), in_time.id: now + timedelta(minutes=1)}
+        move = RecoverLease(
+            tuple(Expired.of(t, decide_by=deadlines[t.id]) for t in (late, in_time)), actor=ACTOR
+        )
+
+        assert set(apply(conn, move).tasks) == {in_time.id}
+        assert reload(conn, late).status is Status.RUNNING
+        assert reload(conn, in_time).status is not Status.RUNNING
 
 
 def test_a_stale_attempt_can_not_finish_retry_recover_or_start_a_newer_run(

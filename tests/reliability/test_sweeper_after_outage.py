@@ -2,19 +2,32 @@
 no worker by its silence until a live one could have broken it: an expired
 lease is recovered only once PostgreSQL has been reachable for a lease, and
 a queue is taken for unserved only once it has been for two worker
-heartbeats (``tasks_core.recovery.Hearing``). A real PostgreSQL is stopped
-and started; each pass is run by hand.
+heartbeats (``tasks_core.recovery.Hearing``). A PostgreSQL that answers no
+one for a while (frozen, as across a network cut that drops packets) counts
+as out of reach once a call has waited for it too long. A real PostgreSQL is
+stopped and started, or frozen and thawed; each pass is run by hand.
 """
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
 from sqlalchemy import text
 
-from tasks_core.recovery import Hearing, sweep_once
+from tasks_core.recovery import (
+    HELD_BACK,
+    Hearing,
+    recover_expired_leases,
+    slow_answer_seconds,
+    sweep_once,
+)
 from tasks_core.status import Status
 from tasks_core.storage.tasks import expired_runs
 from tasks_core.task import TaskRecord
 from tasks_core.worker_protocol import Outcome, claim_task, finish_task
+from tests.support.cuts import postgres_frozen
 from tests.support.stack import Stack, stack
 from tests.support.wait import wait_until
 
@@ -43,6 +56,59 @@ def _through_an_outage(system: Stack, hearing: Hearing) -> None:
     system.postgres.start()
 
 
+def _outcome_is_kept(system: Stack, run: TaskRecord) -> None:
+    """The run's worker, alive all along, writes its outcome: it is the task's."""
+    written = finish_task(
+        system.store, run, Outcome(status=Status.COMPLETED, output={"ok": 1}), worker=WORKER
+    )
+    assert written is not None and written.status is Status.COMPLETED
+    assert system.terminal_events([run.id]) == {run.id: 1}
+
+
+def test_a_pass_that_waited_out_a_frozen_postgres_recovers_no_lease_that_ran_out_then() -> None:
+    with stack() as system:
+        hearing, lease = Hearing(), system.settings.lease_seconds
+        slow = slow_answer_seconds(system.settings)
+        wait_until(lambda: sweep_once(system.store, hearing) is not None
+                   and hearing.heard_for() >= lease, timeout=30, interval=0.05,
+                   message="the sweeper never heard PostgreSQL for a lease")  # fmt: skip
+        [task_id] = system.create(1)
+        run = claim_task(system.store, task_id, worker=WORKER)
+        assert run is not None and run.lease_expires_at is not None
+        expiry = run.lease_expires_at + timedelta(seconds=0.2)
+
+        with ThreadPoolExecutor(1) as pool, postgres_frozen(system):  # thawed, then joined
+            asked = time.monotonic()
+            waiting = pool.submit(sweep_once, system.store, hearing)  # blocks on PostgreSQL
+            # Frozen past the run's lease: its worker could not renew it either.
+            wait_until(lambda: datetime.now(UTC) > expiry and time.monotonic() - asked > slow,
+                       timeout=30, message="the run's lease did not run out")  # fmt: skip
+            assert not waiting.done()
+        report = waiting.result(timeout=60)
+
+        assert report.lost == 0 and report.requeued == 0, report
+        assert system.task(task_id).status == "running"
+        assert hearing.heard_for() < lease  # the wait starts again from the late answer
+        _outcome_is_kept(system, run)
+
+
+def test_runs_held_by_a_hold_answered_late_are_left_to_their_workers() -> None:
+    with stack() as system:
+        run = _expired_run(system)
+        slow = slow_answer_seconds(system.settings)
+
+        with ThreadPoolExecutor(1) as pool, postgres_frozen(system):  # thawed, then joined
+            asked = time.monotonic()
+            holding = pool.submit(recover_expired_leases, system.store)
+            wait_until(lambda: time.monotonic() - asked > slow, timeout=30,
+                       message="the clock stood still")  # fmt: skip
+        tally = holding.result(timeout=60)
+
+        assert dict(tally) == {HELD_BACK: 1}
+        assert system.task(run.id).status == "running"
+        _outcome_is_kept(system, run)
+
+
 def test_an_outcome_written_when_postgres_returns_is_kept_though_its_lease_ran_out() -> None:
     with stack() as system:
         run, hearing = _expired_run(system), Hearing()
@@ -52,13 +118,8 @@ def test_an_outcome_written_when_postgres_returns_is_kept_though_its_lease_ran_o
                    timeout=30, message="the sweeper did not reach PostgreSQL again")  # fmt: skip
         # The run's worker is alive and holds its outcome: the pass leaves the run to it.
         assert system.task(run.id).status == "running"
-        written = finish_task(
-            system.store, run, Outcome(status=Status.COMPLETED, output={"ok": 1}), worker=WORKER
-        )
-
-        assert written is not None and written.status is Status.COMPLETED
+        _outcome_is_kept(system, run)
         assert sweep_once(system.store, hearing).lost == 0
-        assert system.terminal_events([run.id]) == {run.id: 1}
 
 
 def test_a_run_no_worker_renews_after_an_outage_is_recovered_once_a_lease_has_passed() -> None:

@@ -7,18 +7,16 @@ the run has stopped."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
 import redis
 
 from tests.security.lease_handlers import runs_key
+from tests.support.cuts import postgres_frozen, postgres_stopped
 from tests.support.figures import report
 from tests.support.stack import Stack, stack
 from tests.support.wait import wait_until
@@ -46,39 +44,6 @@ def most_at_once(spans: list[tuple[float, float]]) -> int:
         at_once += step
         best = max(best, at_once)
     return best
-
-
-def postgres_processes(system: Stack) -> list[int]:
-    """The postmaster and its children (every backend and helper)."""
-    pid = system.postgres.pid
-    assert pid is not None
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
-    return [pid, *(int(p) for p in out.stdout.split())]
-
-
-@contextmanager
-def postgres_stopped(system: Stack) -> Iterator[None]:
-    """PostgreSQL down: connections are refused at once."""
-    system.postgres.stop()
-    try:
-        yield
-    finally:
-        system.postgres.start()
-
-
-@contextmanager
-def postgres_frozen(system: Stack) -> Iterator[None]:
-    """PostgreSQL unreachable as across a network cut: every process of it
-    stopped (SIGSTOP), so a query in flight neither answers nor fails."""
-    frozen = postgres_processes(system)
-    for pid in frozen:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in frozen:
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
 
 
 def stopped_by_a_cut(
