@@ -391,13 +391,19 @@ def recover_expired_leases(store: Store) -> Tally:
     return tally
 
 
+def _hold_seconds(settings: Settings) -> float:
+    """How long a sweeper holds the expired runs it picked: a lease, so that a
+    run held back (see :func:`recover_expired_leases`) waits that long."""
+    return settings.lease_seconds
+
+
 def _decide_by(held: TaskRecord, settings: Settings) -> datetime | None:
     """When, by PostgreSQL's clock, a held run's recovery is too late to be
     applied: ``slow_answer_seconds`` after its hold (which set the held lease
-    a lease ahead of that moment)."""
+    ``_hold_seconds`` ahead of that moment)."""
     if held.lease_expires_at is None:
         return None
-    wait = settings.lease_seconds - slow_answer_seconds(settings)
+    wait = _hold_seconds(settings) - slow_answer_seconds(settings)
     return held.lease_expires_at - timedelta(seconds=wait)
 
 
@@ -409,7 +415,7 @@ def _hold(store: Store) -> tuple[list[TaskRecord], list[tuple[Seen, Exception]]]
     try:
         with store.statement() as conn:
             return hold_expired_runs(
-                conn, batch=settings.sweep_batch, hold_seconds=settings.lease_seconds
+                conn, batch=settings.sweep_batch, hold_seconds=_hold_seconds(settings)
             ), []
     except Exception as exc:
         if is_unavailable(exc):
@@ -421,7 +427,7 @@ def _hold(store: Store) -> tuple[list[TaskRecord], list[tuple[Seen, Exception]]]
 
     def hold(part: Sequence[uuid.UUID]) -> None:
         with store.statement() as conn:
-            held.extend(hold_runs(conn, part, hold_seconds=settings.lease_seconds))
+            held.extend(hold_runs(conn, part, hold_seconds=_hold_seconds(settings)))
 
     return held, [(Seen(task_id), exc) for task_id, exc in each_alone(expired, hold)]
 
