@@ -34,6 +34,7 @@ from tests.bench.processes import ApiServer, cpu_seconds
 from tests.bench.systems import NOOP, Http, RawCelery
 
 UNSERVED_EXECUTOR = "bench-nobody"
+UNSERVED_QUEUE = queue_name(str(NOOP["kind"]), UNSERVED_EXECUTOR)
 RAW = "raw Celery 5, prefork -c 2, end to end"
 END_TO_END = "tasks-core over HTTP, one keep-alive client (httpx), end to end"
 ALONE_HTTPX = "creates alone over HTTP, httpx (nothing runs them)"
@@ -84,7 +85,7 @@ class BareClient:
         self.connection.close()
 
 
-def _alone(bench: Bench, api: ApiServer, send_one: Callable[[], None], n: int) -> Sample:
+def _alone(bench: Bench, api: ApiServer, send_one: Callable[[], object], n: int) -> Sample:
     """``n`` creates one after another: their rate, and the CPU of the API
     process and of this thread (the client) per create."""
     api_before, client_before = cpu_seconds(api.pids()), time.thread_time()
@@ -103,36 +104,35 @@ def _alone(bench: Bench, api: ApiServer, send_one: Callable[[], None], n: int) -
 def _forget_unserved(bench: Bench) -> None:
     """Delete the tasks of the unserved queue and its messages."""
     bench.monitor.execute("DELETE FROM tasks WHERE executor_id = %s", (UNSERVED_EXECUTOR,))
-    bench.redis.delete(queue_name(str(NOOP["kind"]), UNSERVED_EXECUTOR))
+    bench.redis.delete(UNSERVED_QUEUE)
 
 
 def _unserved_left(bench: Bench) -> int:
+    """Tasks of the unserved queue, and messages on it, still there."""
     row = bench.monitor.execute(
         "SELECT count(*) FROM tasks WHERE executor_id = %s", (UNSERVED_EXECUTOR,)
     ).fetchone()
-    messages: Any = bench.redis.llen(queue_name(str(NOOP["kind"]), UNSERVED_EXECUTOR))
-    return int(str(row[0])) + int(messages) if row else int(messages)
+    tasks = int(str(row[0])) if row else 0
+    messages: Any = bench.redis.llen(UNSERVED_QUEUE)
+    return tasks + int(messages)
 
 
 def run(count: int, rounds: int) -> Results:
     """Each round: raw Celery and tasks-core over HTTP end to end, then the creates alone."""
     results = Results()
     with open_bench(api_workers=(1,), procrastinate=False) as bench:
-        quiet_env = {"DATABASE_URL": bench.store.settings.database_url,
-                     "REDIS_URL": bench.redis_url, "LOG_LEVEL": "WARNING",
-                     "PUBLISH_LINGER_SECONDS": "0"}  # fmt: skip
-        quiet = ApiServer(quiet_env).start_serving()
+        quiet = ApiServer({**bench.env, "PUBLISH_LINGER_SECONDS": "0"}).start_serving()
         unserved = {**NOOP, "executorId": UNSERVED_EXECUTOR}
         raw, http_e2e = RawCelery(bench.redis_url), Http(bench.api[1].url, bench.secret, 1)
         httpx_alone = Http(quiet.url, bench.secret, 1)
+        httpx_alone.body = unserved
         bare = BareClient(quiet.url, bench.secret, unserved)
         try:
             bench.warm_up([raw, http_e2e])
             for _ in range(rounds):
                 for name, system in ((RAW, raw), (END_TO_END, http_e2e)):
                     results.add(name, Sample(throughput(bench, system, count).per_second))
-                results.add(ALONE_HTTPX, _alone(bench, quiet, lambda: _post(httpx_alone, unserved),
-                                                count))  # fmt: skip
+                results.add(ALONE_HTTPX, _alone(bench, quiet, httpx_alone.send_one, count))
                 results.add(ALONE_BARE, _alone(bench, quiet, bare.fresh().send_one, count))
             results.unserved_left = _unserved_left(bench)
         finally:
@@ -140,11 +140,6 @@ def run(count: int, rounds: int) -> Results:
                 closing.close()
             quiet.kill()
     return results
-
-
-def _post(client: Http, body: dict[str, Any]) -> None:
-    response = client.http.post("/v1/tasks", json=body)
-    assert response.status_code == 201, response.text
 
 
 def print_table(results: Results) -> None:

@@ -75,6 +75,8 @@ class Bench:
     procrastinate_dsn: str | None
     # The servers' processes and the sweeper's, by name.
     server_pids: dict[str, Callable[[], list[int]]] = field(default_factory=dict)
+    # The environment the tasks-core processes were started with.
+    env: dict[str, str] = field(default_factory=dict)
     create_statements: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -298,6 +300,7 @@ def open_bench(
             api=api,
             procrastinate_dsn=dsn,
             server_pids={**_server_pids(pg, rd), "sweeper": recovery.pids},
+            env=env,
         )
 
 
